@@ -1,0 +1,196 @@
+"""SamplerConfig: every decoding option of :class:`fastdiff.Sampler`, with its checks."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence, Tuple, Union
+
+from fastdiff.schedule import SCHEDULES, ScheduleFn
+
+UNMASK_RULES = ("confidence", "margin", "entropy", "random", "ancestral")
+REMASK_RULES = ("low_confidence",)
+
+
+@dataclass
+class SamplerConfig:
+    """Decoding options. Every field can also be passed as a keyword to ``Sampler(...)``,
+    ``generate(...)`` and ``infill(...)``.
+
+    Attributes:
+        steps: budget of denoising steps (model forward passes) for the whole generation. ``None``:
+            one step per token to generate. It is spread over blocks in proportion to their tokens
+            (equal blocks: evenly, remainder to the first blocks), and clamped to the number of tokens
+            to generate, so no forward pass is ever wasted on a step that could commit nothing.
+        schedule: tokens committed per step inside a block: ``"linear"`` (equal, remainder
+            front-loaded), ``"cosine"`` (MaskGIT) or a callable ``(n_tokens, n_steps) -> counts``.
+        unmask: which masked positions are committed: ``"confidence"`` (probability of the drawn
+            token), ``"margin"`` (top-1 minus top-2 probability), ``"entropy"`` (negative entropy),
+            ``"random"`` (uniformly at random), or ``"ancestral"`` (each masked position revealed
+            independently with probability ``(t - s) / t``, MDLM / SEDD-absorbing / Dream's ``origin``;
+            ``t`` and ``s`` are the schedule's masked fractions before and after the step, so the
+            schedule's counts are met in expectation; a block's last step reveals all that is left).
+        threshold: with ``"confidence"`` or ``"margin"``: commit every masked position of the block
+            whose score is ``>= threshold``, at least one per row, so counts differ per row and a block
+            may finish early. The last step of a block's budget commits whatever is left.
+        position_temperature: ``tau > 0`` chooses positions by Gumbel-top-k on ``score / tau``
+            (sampling without replacement) instead of plain top-k.
+        temperature: token sampling temperature; ``0`` is argmax. Scores are measured on
+            ``softmax(logits / T)`` after top-k / top-p / suppression (``T = 1`` for argmax).
+        score_temperature: measure the scores at this temperature instead (over the same kept
+            tokens); LLaDA measures confidence untempered, ``1.0``. ``None``: the sampling one.
+        top_k: keep only the ``top_k`` most likely tokens (ties kept).
+        top_p: nucleus sampling in ``(0, 1]``, applied after ``top_k``.
+        block_length: semi-autoregressive blocks over the generated span, left to right; nothing
+            outside the current block is committed. The last block may be shorter.
+        remask: ``None`` or ``"low_confidence"`` (ReMDM-style): after each commit except a block's
+            last step, re-mask the ``floor(remask_ratio * committed)`` committed generated tokens of the
+            block with the lowest confidence recorded at commit time. Prompt and fixed positions are
+            never re-masked and the sampler still ends with no mask left.
+        remask_ratio: in ``[0, 1)``, see ``remask``.
+        remask_temperature: ``> 0`` makes the re-mask choice Gumbel-perturbed.
+        cfg_scale: classifier-free guidance ``s``: ``logits = u + (s + 1) (c - u)``, where the
+            unconditional input is the canvas with prompt (fixed) positions set to the mask token. Both
+            inputs run in one batched forward.
+        logits_shift: for AR-initialised models (Dream): position ``i`` takes the logits of ``i - 1``.
+        eos_token_id: end-of-sequence id (or ids).
+        stop_at_eos: with ``eos_token_id``: a row is finished once it has committed EOS and everything
+            before it is decoded; the positions after it become that EOS, and the call ends early once
+            every row is finished.
+        suppress_token_ids: ids that are never sampled. The mask token is always suppressed.
+        defer_token_ids: positions whose drawn token is one of these get the lowest score, so they are
+            committed after every other position of the block (LLaDA's low-confidence EOS / EoT).
+        seed: the same seed gives the same output; ``None`` draws one from torch's default generator.
+        return_history: keep a copy of the canvas after every step in ``GenerationOutput.history``.
+        on_step: ``on_step(step, canvas, logits)`` called after each step; if it returns a tensor,
+            that tensor becomes the canvas.
+        logits_hook: ``logits_hook(step, canvas, logits) -> logits`` applied before sampling.
+    """
+
+    steps: Optional[int] = None
+    schedule: Union[str, ScheduleFn] = "linear"
+    unmask: str = "confidence"
+    threshold: Optional[float] = None
+    position_temperature: float = 0.0
+    temperature: float = 0.0
+    score_temperature: Optional[float] = None
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    block_length: Optional[int] = None
+    remask: Optional[str] = None
+    remask_ratio: float = 0.25
+    remask_temperature: float = 0.0
+    cfg_scale: float = 0.0
+    logits_shift: bool = False
+    eos_token_id: Union[int, Sequence[int], None] = None
+    stop_at_eos: bool = True
+    suppress_token_ids: Sequence[int] = field(default_factory=tuple)
+    defer_token_ids: Sequence[int] = field(default_factory=tuple)
+    seed: Optional[int] = None
+    return_history: bool = False
+    on_step: Optional[Callable] = None
+    logits_hook: Optional[Callable] = None
+
+    def replace(self, **overrides) -> "SamplerConfig":
+        """A validated copy with ``overrides`` applied; unknown names raise ``TypeError``."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unknown SamplerConfig option(s): {', '.join(unknown)}")
+        config = dataclasses.replace(self, **overrides)
+        config.validate()
+        return config
+
+    @property
+    def eos_ids(self) -> Tuple[int, ...]:
+        if self.eos_token_id is None:
+            return ()
+        if isinstance(self.eos_token_id, int):
+            return (self.eos_token_id,)
+        return tuple(self.eos_token_id)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` / ``TypeError`` naming the first bad field."""
+        if self.steps is not None:
+            _check_int(self.steps, "steps")
+            if self.steps <= 0:
+                raise ValueError(f"steps must be a positive int, got {self.steps}")
+        if not callable(self.schedule) and self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES} or a callable, got {self.schedule!r}")
+        if self.unmask not in UNMASK_RULES:
+            raise ValueError(f"unmask must be one of {UNMASK_RULES}, got {self.unmask!r}")
+        if self.threshold is not None:
+            _check_number(self.threshold, "threshold")
+            if not 0.0 < self.threshold <= 1.0:
+                raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+            if self.unmask not in ("confidence", "margin"):
+                raise ValueError(f"threshold works with unmask='confidence' or 'margin', not {self.unmask!r}")
+        _check_number(self.position_temperature, "position_temperature")
+        if self.position_temperature < 0:
+            raise ValueError(f"position_temperature must be >= 0, got {self.position_temperature}")
+        _check_number(self.temperature, "temperature")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.score_temperature is not None:
+            _check_number(self.score_temperature, "score_temperature")
+            if self.score_temperature <= 0:
+                raise ValueError(f"score_temperature must be > 0, got {self.score_temperature}")
+        if self.top_k is not None:
+            _check_int(self.top_k, "top_k")
+            if self.top_k < 1:
+                raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None:
+            _check_number(self.top_p, "top_p")
+            if not 0.0 < self.top_p <= 1.0:
+                raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.block_length is not None:
+            _check_int(self.block_length, "block_length")
+            if self.block_length <= 0:
+                raise ValueError(f"block_length must be a positive int, got {self.block_length}")
+        if self.remask is not None and self.remask not in REMASK_RULES:
+            raise ValueError(f"remask must be None or one of {REMASK_RULES}, got {self.remask!r}")
+        _check_number(self.remask_ratio, "remask_ratio")
+        if not 0.0 <= self.remask_ratio < 1.0:
+            raise ValueError(f"remask_ratio must be in [0, 1), got {self.remask_ratio}")
+        _check_number(self.remask_temperature, "remask_temperature")
+        if self.remask_temperature < 0:
+            raise ValueError(f"remask_temperature must be >= 0, got {self.remask_temperature}")
+        _check_number(self.cfg_scale, "cfg_scale")
+        if self.cfg_scale < 0:
+            raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+        if not isinstance(self.logits_shift, bool):
+            raise TypeError(f"logits_shift must be a bool, got {type(self.logits_shift).__name__}")
+        if not isinstance(self.stop_at_eos, bool):
+            raise TypeError(f"stop_at_eos must be a bool, got {type(self.stop_at_eos).__name__}")
+        if self.eos_token_id is not None:
+            ids = [self.eos_token_id] if isinstance(self.eos_token_id, int) else self.eos_token_id
+            if isinstance(ids, (str, bytes)) or not all(_is_int(i) and i >= 0 for i in ids) or not len(ids):
+                raise TypeError(f"eos_token_id must be a non-negative int or a sequence of them, got {self.eos_token_id!r}")
+        for name in ("suppress_token_ids", "defer_token_ids"):
+            ids = getattr(self, name)
+            if isinstance(ids, (str, bytes)) or not all(_is_int(i) and i >= 0 for i in ids):
+                raise TypeError(f"{name} must be non-negative ints, got {ids!r}")
+        if self.seed is not None:
+            _check_int(self.seed, "seed")
+        if not isinstance(self.return_history, bool):
+            raise TypeError(f"return_history must be a bool, got {type(self.return_history).__name__}")
+        for name in ("on_step", "logits_hook"):
+            hook = getattr(self, name)
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name} must be callable, got {type(hook).__name__}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(value, name: str) -> None:
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+
+
+def _check_number(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if math.isnan(value):
+        raise ValueError(f"{name} must not be NaN")

@@ -1,0 +1,360 @@
+"""Bare sampling ops for any diffusion sampling loop.
+
+Each op runs on the fused Triton kernel or on its PyTorch reference, chosen by ``backend``
+(see :mod:`fastdiff.backend`). Both backends draw from the same counter-based random stream, so a seed
+gives the same draw on either one (up to floating-point rounding of near ties).
+
+Seeds
+-----
+``seed`` is ``None`` (a fresh seed from torch's default generator), an ``int``, or an int64 tensor
+``[2]`` holding ``(seed, counter)`` on the data's device. The tensor form is the graph-safe one: the
+kernels read it inside the launch, so a captured CUDA graph that advances the counter on the device
+(``state[1] += 1``) draws fresh noise on every replay, while an ``int`` would be frozen into the graph.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+
+from fastdiff.backend import resolve_backend
+from fastdiff.kernels import reference
+
+Seed = Union[None, int, torch.Tensor]
+Scalar = Union[float, int, torch.Tensor]
+
+SCORE_KINDS = reference.SCORE_KINDS
+
+
+def make_rng_state(seed: Seed, device: torch.device) -> torch.Tensor:
+    """Turn ``seed`` into the int64 ``[2]`` ``(seed, counter)`` state tensor the ops read.
+
+    A tensor of two elements on ``device`` is returned as it is (not copied), so that a caller who
+    advances its counter is heard by later calls.
+    """
+    device = torch.device(device)
+    if seed is None:
+        value = int(torch.randint(0, 2**62, (1,)).item())
+        return torch.tensor([value, 0], dtype=torch.int64, device=device)
+    if isinstance(seed, bool) or not isinstance(seed, (int, torch.Tensor)):
+        raise TypeError(f"seed must be None, an int or an int64 tensor, got {type(seed).__name__}")
+    if isinstance(seed, int):
+        return torch.tensor([seed, 0], dtype=torch.int64, device=device)
+    if seed.dtype != torch.int64:
+        raise TypeError(f"seed tensor must be int64, got {seed.dtype}")
+    if seed.numel() not in (1, 2):
+        raise ValueError(f"seed tensor must hold (seed,) or (seed, counter), got shape {tuple(seed.shape)}")
+    if seed.device.type != device.type:
+        raise ValueError(f"seed tensor is on {seed.device}, the data on {device}")
+    if seed.numel() == 1:
+        return torch.cat([seed.reshape(1), torch.zeros(1, dtype=torch.int64, device=seed.device)])
+    return seed.reshape(2)
+
+
+def _check_scalar(value, name: str, *, low: float, high: float, low_open: bool, integer: bool = False):
+    """Validate a scalar sampling parameter (a Python number, or a one-element tensor left unread)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        if integer and value.is_floating_point():
+            raise TypeError(f"{name} must be an integer, got a {value.dtype} tensor")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if integer and not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    bad_low = value <= low if low_open else value < low
+    if bad_low or value > high or value != value:
+        interval = f"{'(' if low_open else '['}{low}, {high}]"
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+
+
+def _check_bool_mask(mask: torch.Tensor, name: str, shape: Tuple[int, ...], device: torch.device):
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor, got {mask.dtype}")
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
+    if mask.device != device:
+        raise ValueError(f"{name} is on {mask.device}, expected {device}")
+
+
+def _suppress_tensor(suppress_ids, vocab: int, device: torch.device) -> Optional[torch.Tensor]:
+    if suppress_ids is None:
+        return None
+    ids = torch.as_tensor(suppress_ids, device=device)
+    if ids.is_floating_point() or ids.dtype == torch.bool:
+        raise TypeError(f"suppress_ids must hold integer token ids, got {ids.dtype}")
+    ids = ids.to(torch.int64).reshape(-1)
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        raise ValueError(f"suppress_ids must lie in [0, {vocab}), got ids from {int(ids.min())} to {int(ids.max())}")
+    return ids
+
+
+def sample_masked(
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    temperature: Scalar = 0.0,
+    top_k: Union[int, torch.Tensor, None] = None,
+    top_p: Union[float, torch.Tensor, None] = None,
+    score: str = "confidence",
+    suppress_ids: Union[Sequence[int], torch.Tensor, None] = None,
+    score_temperature: Optional[Scalar] = None,
+    seed: Seed = None,
+    backend: str = "auto",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Draw a token at every masked position and score it, streaming over the vocabulary.
+
+    Only rows with ``mask`` true are read, and no ``[B, L, V]`` intermediate is built on the
+    Triton backend: each masked row is read once (top-p takes extra passes over that row).
+
+    Args:
+        logits: ``[B, L, V]`` fp32 / bf16 / fp16; the last dimension contiguous, any row stride.
+        mask: bool ``[B, L]``: the positions to sample.
+        temperature: ``0`` takes the argmax (ties to the lowest id); ``T > 0`` samples from
+            ``softmax(logits / T)`` by Gumbel-max. Float or one-element tensor.
+        top_k: keep tokens whose scaled logit is at least the k-th largest (ties kept). ``None``: all.
+        top_p: nucleus in ``(0, 1]`` applied after top-k; ``None`` or ``1``: off.
+        score: ``"confidence"`` (p of the drawn token), ``"margin"`` (top-1 minus top-2
+            probability) or ``"entropy"`` (negative entropy). Measured on ``softmax(logits / T)``
+            (``T = 1`` for argmax) restricted to the kept tokens.
+        suppress_ids: token ids never drawn (e.g. the mask token).
+        score_temperature: measure the score on ``softmax(logits / score_temperature)`` over the same
+            kept tokens instead (LLaDA scores untempered: ``1.0``). ``None``: the sampling temperature.
+        seed: ``None``, ``int`` or int64 tensor ``(seed, counter)`` (see module doc).
+        backend: ``"auto"``, ``"torch"`` or ``"triton"``.
+
+    Returns:
+        ``(tokens, scores)``: int64 and fp32 ``[B, L]``. Unmasked positions get ``-1`` and ``-inf``.
+        A masked row with NaN or ``+inf`` logits, or with every token filtered out, gets ``-1`` and
+        NaN, so callers can detect bad model output without a host sync.
+
+    Examples:
+        >>> logits = torch.randn(2, 8, 100)
+        >>> mask = torch.zeros(2, 8, dtype=torch.bool); mask[:, 4:] = True
+        >>> tokens, scores = sample_masked(logits, mask, temperature=0.7, top_p=0.9, seed=0)
+        >>> tokens.shape, bool((tokens[:, :4] == -1).all())
+        (torch.Size([2, 8]), True)
+    """
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() != 3:
+        raise ValueError(f"logits must have shape [B, L, V], got {tuple(logits.shape)}")
+    if logits.dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        raise TypeError(f"logits must be a floating tensor (fp32, bf16, fp16, fp64), got {logits.dtype}")
+    B, L, V = logits.shape
+    if V < 1:
+        raise ValueError("logits must have a non-empty vocabulary dimension")
+    _check_bool_mask(mask, "mask", (B, L), logits.device)
+    _check_scalar(temperature, "temperature", low=0.0, high=float("inf"), low_open=False)
+    if top_k is not None:
+        _check_scalar(top_k, "top_k", low=1, high=float("inf"), low_open=False, integer=True)
+    if top_p is not None:
+        _check_scalar(top_p, "top_p", low=0.0, high=1.0, low_open=True)
+    if score not in SCORE_KINDS:
+        raise ValueError(f"score must be one of {SCORE_KINDS}, got {score!r}")
+    if score_temperature is not None:
+        _check_scalar(score_temperature, "score_temperature", low=0.0, high=float("inf"), low_open=True)
+    suppress = _suppress_tensor(suppress_ids, V, logits.device)
+    return dispatch_sample_masked(resolve_backend(backend, logits.device), logits, mask,
+                                  make_rng_state(seed, logits.device), temperature=temperature, top_k=top_k,
+                                  top_p=top_p, score=score, suppress_ids=suppress, score_temperature=score_temperature)
+
+
+def dispatch_sample_masked(backend: str, logits, mask, rng_state, *, temperature, top_k, top_p, score,
+                           suppress_ids, score_temperature=None):
+    """:func:`sample_masked` on a resolved backend, without the argument checks (for samplers that
+    checked once up front)."""
+    kwargs = dict(temperature=temperature, top_k=top_k, top_p=top_p, score=score, suppress_ids=suppress_ids,
+                  score_temperature=score_temperature)
+    if backend == "triton":
+        from fastdiff.kernels.sample_masked import sample_masked_triton
+
+        return sample_masked_triton(logits, mask, rng_state, **kwargs)
+    return reference.sample_masked_reference(logits, mask, rng_state, **kwargs)
+
+
+def _check_counts(k: torch.Tensor, name: str, rows: int, device: torch.device) -> torch.Tensor:
+    if isinstance(k, bool):
+        raise TypeError(f"{name} must be an int or an integer tensor [B], got bool")
+    if isinstance(k, int):
+        return torch.full((rows,), k, dtype=torch.int64, device=device)
+    if not isinstance(k, torch.Tensor):
+        raise TypeError(f"{name} must be an int or an integer tensor [B], got {type(k).__name__}")
+    if k.is_floating_point() or k.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got {k.dtype}")
+    if k.numel() == 1 and k.dim() <= 1:
+        k = k.reshape(1).expand(rows)
+    if tuple(k.shape) != (rows,):
+        raise ValueError(f"{name} must have shape [{rows}], got {tuple(k.shape)}")
+    if k.device != device:
+        raise ValueError(f"{name} is on {k.device}, expected {device}")
+    return k
+
+
+def select_topk(
+    scores: torch.Tensor,
+    eligible: torch.Tensor,
+    k: Union[int, torch.Tensor],
+    *,
+    position_temperature: Scalar = 0.0,
+    threshold: Optional[Scalar] = None,
+    seed: Seed = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Pick the positions to unmask: the ``k[b]`` best eligible positions of each row.
+
+    Args:
+        scores: fp32 ``[B, L]`` (NaN ranks below every number).
+        eligible: bool ``[B, L]``.
+        k: int or integer tensor ``[B]`` on the device (per-row counts; clamped to the eligible count).
+        position_temperature: ``tau > 0`` ranks by ``score / tau + Gumbel`` (sampling without
+            replacement from ``softmax(score / tau)``); ``0`` is plain top-k.
+        threshold: pick every eligible position with ``score >= threshold``, at least 1 and at
+            most ``k``.
+        seed: ``None``, ``int`` or int64 tensor ``(seed, counter)``.
+        backend: ``"auto"``, ``"torch"`` or ``"triton"``.
+
+    Ties go to the lowest index. The Triton kernel keeps a row in registers: ``L <= 8192``.
+
+    Returns:
+        bool ``[B, L]``.
+
+    Examples:
+        >>> scores = torch.tensor([[0.1, 0.9, 0.5, 0.9]])
+        >>> select_topk(scores, torch.ones(1, 4, dtype=torch.bool), 2).tolist()
+        [[False, True, False, True]]
+    """
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
+    if scores.dim() != 2:
+        raise ValueError(f"scores must have shape [B, L], got {tuple(scores.shape)}")
+    if scores.dtype != torch.float32:
+        raise TypeError(f"scores must be float32, got {scores.dtype}")
+    B, L = scores.shape
+    _check_bool_mask(eligible, "eligible", (B, L), scores.device)
+    k = _check_counts(k, "k", B, scores.device)
+    _check_scalar(position_temperature, "position_temperature", low=0.0, high=float("inf"), low_open=False)
+    if threshold is not None:
+        _check_scalar(threshold, "threshold", low=float("-inf"), high=float("inf"), low_open=False)
+    return dispatch_select_topk(resolve_backend(backend, scores.device), scores, eligible, k,
+                                make_rng_state(seed, scores.device), position_temperature=position_temperature,
+                                threshold=threshold)
+
+
+def dispatch_select_topk(backend: str, scores, eligible, k, rng_state, *, position_temperature, threshold):
+    """:func:`select_topk` on a resolved backend, without the argument checks."""
+    if backend == "triton":
+        from fastdiff.kernels.select_topk import select_topk_triton
+
+        return select_topk_triton(scores, eligible, k, rng_state, position_temperature=position_temperature,
+                                  threshold=threshold)
+    return reference.select_topk_reference(scores, eligible, k, rng_state, position_temperature=position_temperature,
+                                           threshold=threshold)
+
+
+def commit_remask(
+    canvas: torch.Tensor,
+    confidence: torch.Tensor,
+    tokens: torch.Tensor,
+    scores: torch.Tensor,
+    selected: torch.Tensor,
+    editable: torch.Tensor,
+    n_remask: Union[int, torch.Tensor],
+    mask_id: int,
+    *,
+    remask_temperature: Scalar = 0.0,
+    seed: Seed = None,
+    backend: str = "auto",
+) -> None:
+    """Commit the chosen tokens and re-mask the least confident committed ones, in one pass.
+
+    In place on ``canvas`` and ``confidence``:
+
+    1. where ``selected & editable``: ``canvas = tokens``, ``confidence = scores``;
+    2. of the ``editable`` positions that now hold a token, the ``n_remask[b]`` with the lowest
+       recorded confidence (Gumbel-perturbed ranking when ``remask_temperature > 0``; ties to the
+       lowest index) go back to ``mask_id`` with confidence NaN.
+
+    Positions outside ``editable`` (prompt, fixed, pad) are never written.
+
+    Args:
+        canvas: int64 ``[B, L]``, modified in place.
+        confidence: fp32 ``[B, L]``, modified in place (NaN where nothing is committed).
+        tokens: int64 ``[B, L]``; scores: fp32 ``[B, L]`` (from :func:`sample_masked`).
+        selected, editable: bool ``[B, L]``.
+        n_remask: int or integer tensor ``[B]`` on the device.
+        mask_id: the mask token id.
+        remask_temperature: ``tau >= 0``.
+        seed: ``None``, ``int`` or int64 tensor ``(seed, counter)``.
+        backend: ``"auto"``, ``"torch"`` or ``"triton"``.
+
+    Examples:
+        >>> canvas = torch.tensor([[5, 0, 0]]); conf = torch.full((1, 3), float("nan"))
+        >>> commit_remask(canvas, conf, torch.tensor([[-1, 7, 8]]), torch.tensor([[0., .9, .2]]),
+        ...               torch.tensor([[False, True, True]]), torch.tensor([[False, True, True]]), 1, 0)
+        >>> canvas.tolist()
+        [[5, 7, 0]]
+    """
+    for name, t, dtype in (("canvas", canvas, torch.int64), ("confidence", confidence, torch.float32),
+                           ("tokens", tokens, torch.int64), ("scores", scores, torch.float32)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype != dtype:
+            raise TypeError(f"{name} must be {dtype}, got {t.dtype}")
+    if canvas.dim() != 2:
+        raise ValueError(f"canvas must have shape [B, L], got {tuple(canvas.shape)}")
+    B, L = canvas.shape
+    for name, t in (("confidence", confidence), ("tokens", tokens), ("scores", scores)):
+        if tuple(t.shape) != (B, L):
+            raise ValueError(f"{name} must have shape {(B, L)}, got {tuple(t.shape)}")
+    _check_bool_mask(selected, "selected", (B, L), canvas.device)
+    _check_bool_mask(editable, "editable", (B, L), canvas.device)
+    n_remask = _check_counts(n_remask, "n_remask", B, canvas.device)
+    if isinstance(mask_id, bool) or not isinstance(mask_id, int):
+        raise TypeError(f"mask_id must be an int, got {type(mask_id).__name__}")
+    _check_scalar(remask_temperature, "remask_temperature", low=0.0, high=float("inf"), low_open=False)
+    dispatch_commit_remask(resolve_backend(backend, canvas.device), canvas, confidence, tokens, scores, selected,
+                           editable, n_remask, mask_id, make_rng_state(seed, canvas.device),
+                           remask_temperature=remask_temperature)
+
+
+def dispatch_commit_remask(backend: str, canvas, confidence, tokens, scores, selected, editable, n_remask, mask_id,
+                           rng_state, *, remask_temperature):
+    """:func:`commit_remask` on a resolved backend, without the argument checks."""
+    if backend == "triton":
+        from fastdiff.kernels.commit_remask import commit_remask_triton
+
+        commit_remask_triton(canvas, confidence, tokens, scores, selected, editable, n_remask, mask_id, rng_state,
+                             remask_temperature=remask_temperature)
+    else:
+        reference.commit_remask_reference(canvas, confidence, tokens, scores, selected, editable, n_remask,
+                                          mask_id, rng_state, remask_temperature=remask_temperature)
+
+
+def reveal(
+    eligible: torch.Tensor,
+    prob: torch.Tensor,
+    *,
+    seed: Seed = None,
+) -> torch.Tensor:
+    """Ancestral (MDLM / SEDD-absorbing) reveal: each eligible position independently with ``prob[b]``.
+
+    Elementwise and cheap, so it runs as torch ops on every backend (and inside captured graphs).
+
+    Args:
+        eligible: bool ``[B, L]``.
+        prob: float ``[B]``: the reveal probability ``(t - s) / t`` of each row.
+        seed: ``None``, ``int`` or int64 tensor ``(seed, counter)``.
+
+    Returns:
+        bool ``[B, L]``.
+    """
+    if not isinstance(eligible, torch.Tensor) or eligible.dtype != torch.bool or eligible.dim() != 2:
+        raise TypeError("eligible must be a bool tensor [B, L]")
+    B = eligible.shape[0]
+    if not isinstance(prob, torch.Tensor) or not prob.is_floating_point() or prob.numel() != B:
+        raise TypeError(f"prob must be a float tensor [{B}]")
+    return reference.reveal_reference(eligible, prob, make_rng_state(seed, eligible.device))

@@ -1,0 +1,458 @@
+"""The diffusion sampler: generation from a prompt and infilling on a fixed canvas."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+
+from fastdiff import ops
+from fastdiff.backend import resolve_backend
+from fastdiff.config import SamplerConfig
+from fastdiff.kernels import reference
+from fastdiff.model import ModelRunner
+from fastdiff.schedule import allocate_steps, resolve_schedule, schedule_counts
+
+# Keeps the second sampling call of a logits shift (position 0) on its own random stream.
+_SHIFT_STREAM_SALT = 0x5BD1E995
+
+
+@dataclass
+class GenerationOutput:
+    """What :meth:`Sampler.generate` and :meth:`Sampler.infill` return.
+
+    Attributes:
+        sequences: int64 ``[B, L]``: the whole canvas (prompt and generation); no mask token left.
+        nfe: model forward passes actually run (a CFG pass, which batches both inputs, counts once).
+        history: with ``return_history=True``, the canvas after every step; else ``None``.
+        confidences: fp32 ``[B, L]``: the score each generated token had when it was committed; NaN at
+            prompt, pad and fixed positions and at positions filled after an EOS.
+        finished: bool ``[B]``: rows that ended at an EOS (always false without ``stop_at_eos``).
+    """
+
+    sequences: torch.Tensor
+    nfe: int
+    history: Optional[List[torch.Tensor]]
+    confidences: torch.Tensor
+    finished: torch.Tensor
+
+
+@dataclass
+class _Plan:
+    """Steps laid out over blocks, as device tensors so that a step needs no host decision."""
+
+    num_steps: int
+    block_masks: torch.Tensor  # bool [nb, L]: the positions of each block
+    block_first_step: torch.Tensor  # int64 [nb]
+    step_block: torch.Tensor  # int64 [G]
+    step_last: torch.Tensor  # bool [G]: last step of its block
+    target_after: torch.Tensor  # int64 [B, G]: masked positions the block should have left after the step
+    reveal_prob: torch.Tensor  # fp32 [B, G]: scheduled (t - s) / t of the step, for ancestral unmasking
+
+
+@dataclass
+class _State:
+    canvas: torch.Tensor  # int64 [B, L]
+    confidence: torch.Tensor  # fp32 [B, L]
+    editable: torch.Tensor  # bool [B, L]: positions the sampler fills
+    fixed: torch.Tensor  # bool [B, L]: prompt / fixed tokens (masked in the unconditional CFG input)
+    attention_mask: Optional[torch.Tensor]  # int64 [B, L], None without padding
+    position_ids: Optional[torch.Tensor]
+    done: torch.Tensor  # bool [B]
+    step: torch.Tensor  # int64 []: the plan step to run next
+    rng: torch.Tensor  # int64 [2]: (seed, counter)
+    bad_step: torch.Tensor  # int64 []: first step with NaN / inf logits, -1 if none
+    suppress_ids: torch.Tensor  # int64 [S]
+    defer_ids: Optional[torch.Tensor]  # int64 [D]
+    eos_ids: Optional[torch.Tensor]  # int64 [E]
+
+
+class Sampler:
+    """Sampling from a masked (absorbing-state) diffusion language model.
+
+    Args:
+        model: a Hugging Face model whose output has ``.logits`` (e.g. ``RobertaForMaskedLM``), or any
+            callable ``(input_ids, attention_mask) -> logits [B, L, V]``.
+        mask_token_id: id of the mask (absorbing) token.
+        config: a :class:`SamplerConfig`; ``None`` for the defaults.
+        backend: ``"auto"`` (Triton kernels on CUDA, else PyTorch), ``"torch"`` or ``"triton"``.
+        **overrides: :class:`SamplerConfig` fields.
+
+    Example:
+        >>> from transformers import RobertaConfig, RobertaForMaskedLM
+        >>> model = RobertaForMaskedLM(RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)).eval()
+        >>> sampler = Sampler(model, mask_token_id=4, steps=4)
+        >>> out = sampler.generate(torch.tensor([[0, 10, 11]]), gen_length=8)
+        >>> out.sequences.shape, out.nfe
+        (torch.Size([1, 11]), 4)
+    """
+
+    def __init__(self, model: Callable, mask_token_id: int, config: Optional[SamplerConfig] = None, *,
+                 backend: str = "auto", **overrides):
+        self.runner = model if isinstance(model, ModelRunner) else ModelRunner(model)
+        if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, int):
+            raise TypeError(f"mask_token_id must be an int, got {type(mask_token_id).__name__}")
+        vocab = self.runner.vocab_size
+        if mask_token_id < 0 or (vocab is not None and mask_token_id >= vocab):
+            raise ValueError(f"mask_token_id={mask_token_id} is outside the vocabulary [0, {vocab})")
+        if config is not None and not isinstance(config, SamplerConfig):
+            raise TypeError(f"config must be a SamplerConfig, got {type(config).__name__}")
+        if backend not in ("auto", "torch", "triton"):
+            raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+        self.mask_token_id = mask_token_id
+        self.backend = backend
+        self.config = (config or SamplerConfig()).replace(**overrides)
+
+    @property
+    def model(self):
+        return self.runner.model
+
+    # ------------------------------------------------------------------------------------------
+    # public entry points
+    # ------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, prompt_ids: torch.Tensor, gen_length: int, attention_mask: Optional[torch.Tensor] = None,
+                 **overrides) -> GenerationOutput:
+        """Generate ``gen_length`` tokens after each prompt.
+
+        Args:
+            prompt_ids: int ``[B, P]`` (or ``[P]``), left-padded when prompts differ in length.
+            gen_length: tokens to generate per row.
+            attention_mask: ``[B, P]`` of 0/1: 0 marks left padding. Pad and prompt positions are never
+                modified, and a padded row gives the same result as that row alone (for models that
+                take ``position_ids``, or RoBERTa-style models).
+            **overrides: :class:`SamplerConfig` fields for this call.
+
+        Returns:
+            :class:`GenerationOutput` with ``sequences`` of shape ``[B, P + gen_length]``.
+        """
+        config = self.config.replace(**overrides) if overrides else self.config
+        prompt = _check_ids(prompt_ids, "prompt_ids")
+        if isinstance(gen_length, bool) or not isinstance(gen_length, int):
+            raise TypeError(f"gen_length must be an int, got {type(gen_length).__name__}")
+        if gen_length <= 0:
+            raise ValueError(f"gen_length must be positive, got {gen_length}")
+        B, P = prompt.shape
+        attention = _check_attention(attention_mask, (B, P), "attention_mask")
+        device = self._device(prompt)
+        prompt = prompt.to(device)
+        real = attention.to(device) if attention is not None else torch.ones(B, P, dtype=torch.bool, device=device)
+        if attention is not None and bool((real[:, 1:].int() < real[:, :-1].int()).any()):
+            raise ValueError("attention_mask must be left padding: each row zeros then ones")
+        if bool(((prompt == self.mask_token_id) & real).any()):
+            raise ValueError(f"prompt_ids contain mask_token_id={self.mask_token_id}; use infill() to fill holes")
+        L = P + gen_length
+        self._check_length(L, "prompt + gen_length")
+        canvas = torch.cat([prompt, torch.full((B, gen_length), self.mask_token_id, dtype=torch.int64,
+                                               device=device)], dim=1)
+        editable = torch.zeros(B, L, dtype=torch.bool, device=device)
+        editable[:, P:] = True
+        real = torch.cat([real, torch.ones(B, gen_length, dtype=torch.bool, device=device)], dim=1)
+        counts = [[gen_length] for _ in range(B)]  # editable count per row, identical rows
+        return self._run(canvas, editable, real, padded=attention is not None and not bool(real.all()),
+                         region=(P, L), row_counts=counts, config=config)
+
+    @torch.inference_mode()
+    def infill(self, canvas_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+               **overrides) -> GenerationOutput:
+        """Fill every ``mask_token_id`` in ``canvas_ids``; all other positions stay as they are.
+
+        Args:
+            canvas_ids: int ``[B, L]`` (or ``[L]``) holding mask tokens at the holes.
+            attention_mask: ``[B, L]`` of 0/1; positions with 0 are padding and never filled.
+            **overrides: :class:`SamplerConfig` fields for this call. ``block_length`` tiles the span
+                from the first to the last hole.
+
+        Returns:
+            :class:`GenerationOutput` with ``sequences`` of shape ``[B, L]``.
+        """
+        config = self.config.replace(**overrides) if overrides else self.config
+        canvas = _check_ids(canvas_ids, "canvas_ids")
+        B, L = canvas.shape
+        if L == 0:
+            raise ValueError("canvas_ids must not be empty")
+        attention = _check_attention(attention_mask, (B, L), "attention_mask")
+        self._check_length(L, "canvas_ids length")
+        device = self._device(canvas)
+        canvas = canvas.to(device).clone()
+        real = attention.to(device) if attention is not None else torch.ones(B, L, dtype=torch.bool, device=device)
+        editable = (canvas == self.mask_token_id) & real
+        editable_host = editable.cpu()
+        columns = editable_host.any(dim=0).nonzero()
+        if columns.numel() == 0:
+            raise ValueError(f"canvas_ids hold no mask_token_id={self.mask_token_id} to fill")
+        region = (int(columns[0]), int(columns[-1]) + 1)
+        return self._run(canvas, editable, real, padded=not bool(real.all()), region=region,
+                         row_counts=editable_host, config=config)
+
+    # ------------------------------------------------------------------------------------------
+    # set-up
+    # ------------------------------------------------------------------------------------------
+    def _device(self, ids: torch.Tensor) -> torch.device:
+        return self.runner.device or ids.device
+
+    def _check_length(self, length: int, what: str) -> None:
+        limit = self.runner.max_length
+        if limit is not None and length > limit:
+            raise ValueError(f"{what} = {length} exceeds the model's {limit} positions (max_position_embeddings)")
+
+    def _plan(self, config: SamplerConfig, region: Tuple[int, int], row_counts, B: int, L: int,
+              device: torch.device) -> _Plan:
+        lo, hi = region
+        width = config.block_length or (hi - lo)
+        blocks = [(start, min(start + width, hi)) for start in range(lo, hi, width)]
+        if isinstance(row_counts, torch.Tensor):  # infill: count the holes of each row in each block
+            per_row = [[int(row_counts[r, s:e].sum()) for (s, e) in blocks] for r in range(B)]
+        else:  # generate: every row fills every block
+            per_row = [[e - s for (s, e) in blocks] for _ in range(B)]
+        block_tokens = [max(per_row[r][b] for r in range(B)) for b in range(len(blocks))]
+        budget = config.steps if config.steps is not None else sum(block_tokens)
+        alloc = allocate_steps(budget, block_tokens)
+        schedule = resolve_schedule(config.schedule)
+        cache = {}
+
+        def remaining_after(n: int, s: int) -> List[int]:
+            if (n, s) not in cache:
+                counts = schedule_counts(schedule, n, s) if n > 0 else [0] * s
+                left, out = n, []
+                for c in counts:
+                    left -= c
+                    out.append(left)
+                cache[(n, s)] = out
+            return cache[(n, s)]
+
+        def reveal_probs(n: int, s: int) -> List[float]:
+            before = [n] + remaining_after(n, s)[:-1]
+            return [1.0 - after / max(prev, 1) for prev, after in zip(before, remaining_after(n, s))]
+
+        kept = [b for b in range(len(blocks)) if alloc[b] > 0]
+        block_masks = torch.zeros(len(kept), L, dtype=torch.bool)
+        first_step, step_block, step_last = [], [], []
+        targets = [[] for _ in range(B)]
+        probs = [[] for _ in range(B)]
+        for j, b in enumerate(kept):
+            s, e = blocks[b]
+            block_masks[j, s:e] = True
+            first_step.append(len(step_block))
+            step_block += [j] * alloc[b]
+            step_last += [False] * (alloc[b] - 1) + [True]
+            for r in range(B):
+                targets[r] += remaining_after(per_row[r][b], alloc[b])
+                probs[r] += reveal_probs(per_row[r][b], alloc[b])
+        return _Plan(
+            num_steps=len(step_block),
+            block_masks=block_masks.to(device),
+            block_first_step=torch.tensor(first_step, dtype=torch.int64, device=device),
+            step_block=torch.tensor(step_block, dtype=torch.int64, device=device),
+            step_last=torch.tensor(step_last, dtype=torch.bool, device=device),
+            target_after=torch.tensor(targets, dtype=torch.int64, device=device),
+            reveal_prob=torch.tensor(probs, dtype=torch.float32, device=device),
+        )
+
+    def _state(self, config: SamplerConfig, canvas, editable, real, padded: bool) -> _State:
+        device = canvas.device
+        B, L = canvas.shape
+        attention = real.to(torch.int64) if padded else None
+        seed = config.seed
+        suppress = sorted(set(config.suppress_token_ids) | {self.mask_token_id})
+        return _State(
+            canvas=canvas,
+            confidence=torch.full((B, L), float("nan"), dtype=torch.float32, device=device),
+            editable=editable,
+            fixed=real & ~editable,
+            attention_mask=attention,
+            position_ids=self.runner.position_ids(attention) if padded else None,
+            done=torch.zeros(B, dtype=torch.bool, device=device),
+            step=torch.zeros((), dtype=torch.int64, device=device),
+            rng=ops.make_rng_state(seed, device),
+            bad_step=torch.full((), -1, dtype=torch.int64, device=device),
+            suppress_ids=torch.tensor(suppress, dtype=torch.int64, device=device),
+            defer_ids=(torch.tensor(list(config.defer_token_ids), dtype=torch.int64, device=device)
+                       if config.defer_token_ids else None),
+            eos_ids=(torch.tensor(config.eos_ids, dtype=torch.int64, device=device)
+                     if config.eos_ids and config.stop_at_eos else None),
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # the loop
+    # ------------------------------------------------------------------------------------------
+    def _run(self, canvas, editable, real, *, padded: bool, region, row_counts, config: SamplerConfig):
+        B, L = canvas.shape
+        device = canvas.device
+        backend = resolve_backend(self.backend, device)
+        plan = self._plan(config, region, row_counts, B, L, device)
+        st = self._state(config, canvas, editable, real, padded)
+        history = [] if config.return_history else None
+        nfe = 0
+        while nfe < plan.num_steps and bool(self._advance_to_work(st, plan)):
+            logits = self._step(st, plan, config, backend, nfe)
+            if int(st.bad_step) >= 0:
+                raise ValueError(
+                    f"the model returned NaN or +inf logits (or logits leaving no token to draw) at step {nfe}"
+                )
+            if config.on_step is not None:
+                replaced = config.on_step(nfe, st.canvas, logits)
+                if replaced is not None:
+                    _check_replacement(replaced, st.canvas)
+                    st.canvas.copy_(replaced)
+            if history is not None:
+                history.append(st.canvas.clone())
+            nfe += 1
+        return GenerationOutput(sequences=st.canvas.clone(), nfe=nfe, history=history,
+                                confidences=st.confidence.clone(), finished=st.done.clone())
+
+    def _advance_to_work(self, st: _State, plan: _Plan) -> torch.Tensor:
+        """Move ``st.step`` to the first step of the first block, from the current one on, that still
+        has a masked position to fill; returns whether there is one (a device bool)."""
+        work = (st.editable & (st.canvas == self.mask_token_id) & ~st.done[:, None]).any(dim=0)
+        block_has_work = (plan.block_masks & work).any(dim=-1)
+        step = st.step.clamp(max=plan.num_steps - 1)
+        current = plan.step_block[step]
+        later = block_has_work & (torch.arange(len(block_has_work), device=work.device) >= current)
+        jump = plan.block_first_step[torch.argmax(later.to(torch.int32))]
+        any_left = later.any()
+        st.step.copy_(torch.where(block_has_work[current], step,
+                                  torch.where(any_left, jump, torch.full_like(step, plan.num_steps))))
+        return any_left
+
+    def _forward(self, st: _State, config: SamplerConfig) -> torch.Tensor:
+        ids, attention, positions = st.canvas, st.attention_mask, st.position_ids
+        if config.cfg_scale > 0:
+            unconditional = st.canvas.masked_fill(st.fixed, self.mask_token_id)
+            ids = torch.cat([ids, unconditional])
+            attention = torch.cat([attention, attention]) if attention is not None else None
+            positions = torch.cat([positions, positions]) if positions is not None else None
+        logits = self.runner(ids, attention, positions)
+        vocab = logits.shape[-1]
+        if self.mask_token_id >= vocab:
+            raise ValueError(f"mask_token_id={self.mask_token_id} is outside the model's vocabulary [0, {vocab})")
+        if any(i >= vocab for i in config.suppress_token_ids):
+            raise ValueError(f"suppress_token_ids must lie in [0, {vocab}), got {list(config.suppress_token_ids)}")
+        if config.cfg_scale > 0:
+            cond, uncond = logits.float().chunk(2)
+            logits = uncond + (config.cfg_scale + 1.0) * (cond - uncond)
+        return logits
+
+    def _sample(self, st: _State, logits, eligible, config: SamplerConfig, backend: str, shifted: bool):
+        kwargs = dict(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+                      score=_score_kind(config.unmask), suppress_ids=st.suppress_ids,
+                      score_temperature=config.score_temperature)
+        if not shifted:
+            return ops.dispatch_sample_masked(backend, logits, eligible, st.rng, **kwargs)
+        # position i reads the logits of i - 1 (position 0 its own): two views, no copy of the logits
+        rest_tokens, rest_scores = ops.dispatch_sample_masked(backend, logits[:, :-1], eligible[:, 1:], st.rng,
+                                                              **kwargs)
+        salt = torch.tensor([_SHIFT_STREAM_SALT, 0], dtype=torch.int64, device=st.rng.device)
+        first_tokens, first_scores = ops.dispatch_sample_masked(backend, logits[:, :1], eligible[:, :1],
+                                                                st.rng + salt, **kwargs)
+        return torch.cat([first_tokens, rest_tokens], dim=1), torch.cat([first_scores, rest_scores], dim=1)
+
+    def _step(self, st: _State, plan: _Plan, config: SamplerConfig, backend: str, nfe: int) -> torch.Tensor:
+        """One denoising step: forward, sample, select, commit (+ remask), EOS bookkeeping."""
+        g = st.step
+        in_block = plan.block_masks[plan.step_block[g]]
+        editable_now = st.editable & in_block & ~st.done[:, None]
+        eligible = editable_now & (st.canvas == self.mask_token_id)
+
+        logits = self._forward(st, config)
+        shifted = config.logits_shift
+        if shifted and (config.logits_hook is not None or config.on_step is not None):
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            shifted = False
+        if config.logits_hook is not None:
+            logits = config.logits_hook(nfe, st.canvas, logits)
+        tokens, scores = self._sample(st, logits, eligible, config, backend, shifted)
+        if st.defer_ids is not None:
+            scores = torch.where(torch.isin(tokens, st.defer_ids), float("-inf"), scores)
+        bad = (torch.isnan(scores) & eligible).any()
+        st.bad_step.copy_(torch.where((st.bad_step < 0) & bad, g, st.bad_step))
+
+        n_masked = eligible.sum(dim=-1)
+        k = (n_masked - plan.target_after.index_select(1, g.reshape(1))[:, 0]).clamp(min=0)
+        last = plan.step_last[g]
+        if config.unmask == "ancestral":
+            prob = plan.reveal_prob.index_select(1, g.reshape(1))[:, 0]
+            selected = reference.reveal_reference(eligible, prob, st.rng)
+        elif config.threshold is not None:
+            threshold = torch.where(last, float("-inf"), config.threshold)
+            selected = ops.dispatch_select_topk(backend, scores, eligible, n_masked, st.rng,
+                                                position_temperature=config.position_temperature,
+                                                threshold=threshold)
+        elif config.unmask == "random":
+            selected = ops.dispatch_select_topk(backend, torch.zeros_like(scores), eligible, k, st.rng,
+                                                position_temperature=1.0, threshold=None)
+        else:
+            selected = ops.dispatch_select_topk(backend, scores, eligible, k, st.rng,
+                                                position_temperature=config.position_temperature, threshold=None)
+
+        if config.remask is not None:
+            n_remask = torch.floor(config.remask_ratio * selected.sum(dim=-1).to(torch.float32)).to(torch.int64)
+            n_remask = torch.where(last, torch.zeros_like(n_remask), n_remask)
+        else:
+            n_remask = torch.zeros_like(n_masked)
+        ops.dispatch_commit_remask(backend, st.canvas, st.confidence, tokens, scores, selected, editable_now,
+                                   n_remask, self.mask_token_id, st.rng,
+                                   remask_temperature=config.remask_temperature)
+        if st.eos_ids is not None:
+            self._finish_rows_at_eos(st)
+        st.step.add_(1)
+        st.rng[1:].add_(1)
+        return logits
+
+    def _finish_rows_at_eos(self, st: _State) -> None:
+        """A row is finished once its first generated EOS has nothing masked before it; the
+        positions after that EOS become the same EOS token."""
+        B, L = st.canvas.shape
+        positions = torch.arange(L, device=st.canvas.device)
+        is_eos = torch.isin(st.canvas, st.eos_ids) & st.editable
+        has_eos = is_eos.any(dim=-1)
+        first = torch.where(has_eos, torch.argmax(is_eos.to(torch.int32), dim=-1), torch.full_like(has_eos, L,
+                                                                                                  dtype=torch.int64))
+        before = positions[None, :] < first[:, None]
+        pending = (st.editable & before & (st.canvas == self.mask_token_id)).any(dim=-1)
+        newly_done = has_eos & ~pending & ~st.done
+        after = st.editable & (positions[None, :] > first[:, None]) & newly_done[:, None]
+        eos_token = torch.gather(st.canvas, 1, first.clamp(max=L - 1)[:, None])
+        st.canvas.copy_(torch.where(after, eos_token, st.canvas))
+        st.confidence.masked_fill_(after, float("nan"))
+        st.done.logical_or_(newly_done)
+
+
+def _score_kind(unmask: str) -> str:
+    return unmask if unmask in ("margin", "entropy") else "confidence"
+
+
+def _check_ids(ids, name: str) -> torch.Tensor:
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer token ids, got {ids.dtype}")
+    if ids.dim() == 1:
+        ids = ids[None, :]
+    if ids.dim() != 2:
+        raise ValueError(f"{name} must have shape [B, L] or [L], got {tuple(ids.shape)}")
+    if ids.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one row")
+    if ids.numel() and int(ids.min()) < 0:
+        raise ValueError(f"{name} must not hold negative ids")
+    return ids.to(torch.int64)
+
+
+def _check_attention(mask, shape: Tuple[int, int], name: str) -> Optional[torch.Tensor]:
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.dim() == 1:
+        mask = mask[None, :]
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(f"{name} must hold 0 and 1 only")
+    return mask.bool()
+
+
+def _check_replacement(replaced, canvas: torch.Tensor) -> None:
+    if not isinstance(replaced, torch.Tensor) or replaced.shape != canvas.shape or replaced.is_floating_point():
+        raise TypeError(f"on_step must return None or an integer tensor of shape {tuple(canvas.shape)}")

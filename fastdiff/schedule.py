@@ -1,0 +1,94 @@
+"""How many tokens each denoising step commits, and how the step budget is spread over blocks.
+
+A schedule is a function ``schedule(n_tokens, n_steps) -> list[int]`` of ``n_steps`` non-negative
+counts that sum to ``n_tokens``. Built in:
+
+* ``"linear"``: equal counts, the remainder front-loaded (``n=10, s=4 -> [3, 3, 2, 2]``), as in LLaDA.
+* ``"cosine"``: MaskGIT's schedule: after step ``i`` a fraction ``cos(pi/2 * i/s)`` of the tokens is
+  still masked, so early steps commit few tokens and late steps many. Every step commits at least one
+  token when ``n_tokens >= n_steps``.
+
+Any callable with the same signature can be passed instead.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Sequence, Union
+
+ScheduleFn = Callable[[int, int], Sequence[int]]
+SCHEDULES = ("linear", "cosine")
+
+
+def linear_schedule(n_tokens: int, n_steps: int) -> List[int]:
+    base, remainder = divmod(n_tokens, n_steps)
+    return [base + 1 if i < remainder else base for i in range(n_steps)]
+
+
+def cosine_schedule(n_tokens: int, n_steps: int) -> List[int]:
+    still_masked = [math.floor(n_tokens * math.cos(math.pi / 2 * i / n_steps) + 1e-9) for i in range(n_steps + 1)]
+    still_masked[0], still_masked[-1] = n_tokens, 0
+    counts = [still_masked[i] - still_masked[i + 1] for i in range(n_steps)]
+    if n_tokens >= n_steps:
+        # cos is flat at 0, so the first steps may round to zero: borrow one token each from the
+        # largest later steps, keeping the shape increasing.
+        for i in range(n_steps):
+            while counts[i] < 1:
+                donor = max(range(n_steps), key=lambda j: (counts[j], j))
+                counts[donor] -= 1
+                counts[i] += 1
+    return counts
+
+
+def resolve_schedule(schedule: Union[str, ScheduleFn]) -> ScheduleFn:
+    if callable(schedule):
+        return schedule
+    if schedule == "linear":
+        return linear_schedule
+    if schedule == "cosine":
+        return cosine_schedule
+    raise ValueError(f"schedule must be one of {SCHEDULES} or a callable, got {schedule!r}")
+
+
+def schedule_counts(schedule: ScheduleFn, n_tokens: int, n_steps: int) -> List[int]:
+    """Call ``schedule`` and check what it returns."""
+    counts = list(schedule(n_tokens, n_steps))
+    if len(counts) != n_steps or any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in counts):
+        raise ValueError(
+            f"schedule({n_tokens}, {n_steps}) must return {n_steps} non-negative ints, got {counts!r}"
+        )
+    if sum(counts) != n_tokens:
+        raise ValueError(f"schedule({n_tokens}, {n_steps}) must return counts summing to {n_tokens}, got {sum(counts)}")
+    return counts
+
+
+def allocate_steps(steps: int, block_tokens: Sequence[int]) -> List[int]:
+    """Spread a step budget over blocks in proportion to the tokens each block holds.
+
+    ``block_tokens[b]`` is the largest number of masked positions any row has in block ``b``.
+    Every non-empty block gets at least one step and never more steps than tokens; empty blocks get
+    none. Leftover steps go to the blocks furthest below their proportional share, earlier blocks first
+    on ties, so equal blocks split the budget evenly with the remainder front-loaded.
+    The budget is clamped to ``sum(block_tokens)``: a step that could commit nothing is never run.
+
+    Raises:
+        ValueError: if ``steps`` is smaller than the number of non-empty blocks.
+    """
+    nonempty = sum(1 for n in block_tokens if n > 0)
+    if steps < nonempty:
+        raise ValueError(
+            f"steps={steps} cannot cover {nonempty} blocks: every block needs at least one step "
+            "(raise steps or block_length)"
+        )
+    total = sum(block_tokens)
+    steps = min(steps, total)
+    if total == 0:
+        return [0 for _ in block_tokens]
+    ideal = [steps * n / total for n in block_tokens]
+    alloc = [min(n, max(1, math.floor(x))) if n > 0 else 0 for n, x in zip(block_tokens, ideal)]
+    while sum(alloc) < steps:
+        open_blocks = [b for b, n in enumerate(block_tokens) if alloc[b] < n]
+        alloc[max(open_blocks, key=lambda b: (ideal[b] - alloc[b], -b))] += 1
+    while sum(alloc) > steps:
+        shrinkable = [b for b in range(len(alloc)) if alloc[b] > 1]
+        alloc[min(shrinkable, key=lambda b: (ideal[b] - alloc[b], -b))] -= 1
+    return alloc

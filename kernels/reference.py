@@ -1,0 +1,324 @@
+"""Pure-PyTorch references of the per-step sampling ops.
+
+These functions define what the fused Triton kernels in this package compute, and they are what the
+``torch`` backend runs. All selection maths is fp32. They share one counter-based random stream with
+the kernels (:func:`uniform_noise`), so a kernel and its reference given the same ``rng_state`` draw the
+same noise and can be compared token for token.
+
+Random stream
+-------------
+``rng_state`` is an int64 tensor ``[2]`` holding ``(seed, counter)``. A draw is addressed by
+``(seed, counter, stream, row, col)``:
+
+* ``stream`` separates the ops of one step (:data:`STREAM_SAMPLE`, :data:`STREAM_SELECT`, ...);
+* ``row`` and ``col`` address the element (for ``sample_masked``: row ``b * L + l``, col = vocabulary id).
+
+The seed, counter, stream and row are folded into two 32-bit row keys, and each column is hashed with
+them. This keeps every offset 32-bit however large ``B * L * V`` is, and the counter can be advanced on
+the device between CUDA-graph replays. The hash is lowbias32 (a well-mixed 32-bit integer hash); the
+torch version below does its 32-bit multiplies in int64 halves so that it never overflows.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+STREAM_SAMPLE = 1
+STREAM_SELECT = 2
+STREAM_REMASK = 3
+STREAM_REVEAL = 4
+
+_MASK32 = 0xFFFFFFFF
+_HASH_MUL1 = 0x7FEB352D
+_HASH_MUL2 = 0x846CA68B
+_STREAM_MUL = 0x9E3779B9
+_KEY_B_SALT = 0x632BE5AB
+
+SCORE_KINDS = ("confidence", "margin", "entropy")
+
+
+# --------------------------------------------------------------------------------------------------
+# Counter-based random numbers (torch twin of kernels/counter_rng.py)
+# --------------------------------------------------------------------------------------------------
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2**32 for x in [0, 2**32), computed in int64 without overflow."""
+    lo = x & 0xFFFF
+    hi = x >> 16
+    return ((((hi * c) & 0xFFFF) << 16) + lo * c) & _MASK32
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 integer hash on uint32 values held in an int64 tensor."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, _HASH_MUL1)
+    x = x ^ (x >> 15)
+    x = _mul32(x, _HASH_MUL2)
+    return x ^ (x >> 16)
+
+
+def row_keys(rng_state: torch.Tensor, stream: int, rows: torch.Tensor):
+    """The two 32-bit keys of each row of one (seed, counter, stream)."""
+    seed = rng_state[0].to(torch.int64)
+    counter = rng_state[1].to(torch.int64)
+    k = hash32((seed & _MASK32) ^ ((stream * _STREAM_MUL) & _MASK32))
+    k = hash32(k ^ ((seed >> 32) & _MASK32))
+    k = hash32((k + (counter & _MASK32)) & _MASK32)
+    key_a = hash32(k ^ (rows.to(torch.int64) & _MASK32))
+    key_b = hash32((key_a + _KEY_B_SALT) & _MASK32)
+    return key_a, key_b
+
+
+def uniform_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Uniform fp32 numbers in the open interval (0, 1), one per ``(row, col)`` pair (broadcast).
+
+    ``u = ((hash >> 9) + 0.5) / 2**23``: 23 random bits plus the half, which fp32 holds exactly, so
+    ``u`` is never 0 or 1 (24 bits would round the top value up to 1.0).
+    """
+    key_a, key_b = row_keys(rng_state, stream, rows)
+    bits = hash32((hash32(cols.to(torch.int64) ^ key_a) + key_b) & _MASK32)
+    return ((bits >> 9).to(torch.float32) + 0.5) * (1.0 / 8388608.0)
+
+
+def gumbel_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise ``-log(-log(u))`` from :func:`uniform_noise`."""
+    return -torch.log(-torch.log(uniform_noise(rng_state, stream, rows, cols)))
+
+
+# --------------------------------------------------------------------------------------------------
+# sample_masked
+# --------------------------------------------------------------------------------------------------
+def _as_float(value, name: str) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        return float(value.item())
+    return float(value)
+
+
+def sample_masked_reference(
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    rng_state: torch.Tensor,
+    *,
+    temperature: Union[float, torch.Tensor] = 0.0,
+    top_k: Union[int, torch.Tensor, None] = None,
+    top_p: Union[float, torch.Tensor, None] = None,
+    score: str = "confidence",
+    suppress_ids: Optional[Union[Sequence[int], torch.Tensor]] = None,
+    score_temperature: Union[float, torch.Tensor, None] = None,
+):
+    """Sample one token at every masked position and score it.
+
+    Args:
+        logits: ``[B, L, V]`` float tensor. Only rows where ``mask`` is true are read.
+        mask: ``[B, L]`` bool.
+        rng_state: int64 ``[2]`` tensor ``(seed, counter)``.
+        temperature: ``0`` is argmax; ``T > 0`` samples from ``softmax(logits / T)``.
+        top_k: keep the tokens whose (scaled) logit is at least the k-th largest (ties at the
+            boundary are all kept). ``None`` keeps all.
+        top_p: after top-k, keep each token whose strictly-more-likely tokens hold less than
+            ``top_p`` of the probability (the nucleus; tied tokens are kept or dropped together).
+        score: ``"confidence"`` (p of the token), ``"margin"`` (p1 - p2) or ``"entropy"``
+            (negative entropy, ``sum p log p``).
+        suppress_ids: token ids that are never drawn.
+        score_temperature: the temperature ``T'`` of the distribution the score is measured on.
+            ``None``: the sampling one (``T``, or ``1`` for argmax).
+
+    The scores are measured on ``q = softmax(logits / T')`` restricted to the kept tokens and
+    renormalised.
+
+    Returns:
+        ``(tokens, scores)``: int64 and fp32 ``[B, L]``. Unmasked positions get token ``-1`` and score
+        ``-inf``. A masked row whose logits hold NaN or ``+inf``, or where every token is filtered out,
+        gets token ``-1`` and score NaN.
+    """
+    B, L, V = logits.shape
+    device = logits.device
+    tokens = torch.full((B, L), -1, dtype=torch.int64, device=device)
+    scores = torch.full((B, L), float("-inf"), dtype=torch.float32, device=device)
+    where = mask.nonzero(as_tuple=False)
+    if where.numel() == 0:
+        return tokens, scores
+    b_idx, l_idx = where[:, 0], where[:, 1]
+    z = logits[b_idx, l_idx].to(torch.float32)
+    bad = (torch.isnan(z) | torch.isposinf(z)).any(dim=-1)
+    z = torch.where(bad[:, None], torch.zeros_like(z), z)
+
+    if suppress_ids is not None:
+        ids = torch.as_tensor(suppress_ids, dtype=torch.int64, device=device).reshape(-1)
+        ids = ids[(ids >= 0) & (ids < V)]
+        z[:, ids] = float("-inf")
+
+    raw = z
+    t = _as_float(temperature, "temperature")
+    if t > 0:
+        z = z / t
+
+    k = V if top_k is None else int(_as_float(top_k, "top_k"))
+    if k < V:
+        kth = torch.topk(z, k, dim=-1).values[:, -1:]
+        z = torch.where(z >= kth, z, torch.full_like(z, float("-inf")))
+
+    p = 1.0 if top_p is None else _as_float(top_p, "top_p")
+    if p < 1.0:
+        sorted_z, _ = torch.sort(z, dim=-1, descending=True)
+        probs = torch.softmax(sorted_z, dim=-1)
+        mass_before = torch.cumsum(probs, dim=-1) - probs
+        last_kept = (mass_before < p).sum(dim=-1, keepdim=True) - 1
+        tau = torch.gather(sorted_z, -1, last_kept.clamp(min=0))
+        z = torch.where(z >= tau, z, torch.full_like(z, float("-inf")))
+
+    empty = torch.isneginf(z).all(dim=-1)
+    bad = bad | empty
+    z = torch.where(bad[:, None], torch.zeros_like(z), z)
+
+    if t > 0:
+        noise = gumbel_noise(rng_state, STREAM_SAMPLE, (b_idx * L + l_idx)[:, None],
+                             torch.arange(V, device=device)[None, :])
+        tok = torch.argmax(z + noise, dim=-1)
+    else:
+        tok = torch.argmax(z, dim=-1)
+
+    if score_temperature is not None:  # same kept set, scored at another temperature
+        z = torch.where(torch.isneginf(z), z, raw / _as_float(score_temperature, "score_temperature"))
+    lse = torch.logsumexp(z, dim=-1)
+    if score == "confidence":
+        s = torch.exp(torch.gather(z, -1, tok[:, None])[:, 0] - lse)
+    elif score == "margin":
+        top2 = torch.topk(z, min(2, V), dim=-1).values
+        s = torch.exp(top2[:, 0] - lse)
+        if V > 1:
+            s = s - torch.exp(top2[:, 1] - lse)
+    elif score == "entropy":
+        q = torch.exp(z - lse[:, None])
+        qz = torch.where(q > 0, q * z, torch.zeros_like(q))
+        s = qz.sum(dim=-1) - lse
+    else:
+        raise ValueError(f"score must be one of {SCORE_KINDS}, got {score!r}")
+
+    tok = torch.where(bad, torch.full_like(tok, -1), tok)
+    s = torch.where(bad, torch.full_like(s, float("nan")), s)
+    tokens[b_idx, l_idx] = tok
+    scores[b_idx, l_idx] = s
+    return tokens, scores
+
+
+# --------------------------------------------------------------------------------------------------
+# select_topk
+# --------------------------------------------------------------------------------------------------
+def _rank_rows(keys: torch.Tensor, tier: torch.Tensor) -> torch.Tensor:
+    """Rank of each element in its row: higher tier first, then larger key, then lower index."""
+    order = torch.sort(keys, dim=-1, descending=True, stable=True).indices
+    tier_sorted = torch.gather(tier.to(torch.int8), -1, order)
+    order = torch.gather(order, -1, torch.sort(tier_sorted, dim=-1, descending=True, stable=True).indices)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
+    return ranks
+
+
+def select_topk_reference(
+    scores: torch.Tensor,
+    eligible: torch.Tensor,
+    k: torch.Tensor,
+    rng_state: torch.Tensor,
+    *,
+    position_temperature: Union[float, torch.Tensor] = 0.0,
+    threshold: Union[float, torch.Tensor, None] = None,
+    stream: int = STREAM_SELECT,
+) -> torch.Tensor:
+    """Choose the positions to commit in each row.
+
+    Args:
+        scores: fp32 ``[B, L]``. NaN ranks below every number.
+        eligible: bool ``[B, L]``.
+        k: int ``[B]``: how many to pick per row (clamped to the eligible count).
+        rng_state: int64 ``[2]`` ``(seed, counter)``.
+        position_temperature: ``tau > 0`` ranks by ``score / tau + Gumbel``, which samples ``k``
+            positions without replacement from ``softmax(score / tau)``.
+        threshold: pick every eligible position whose raw score is ``>= threshold``, at least one
+            and at most ``k`` (the best-ranked ones).
+
+    Ties go to the lowest index.
+
+    Returns:
+        bool ``[B, L]``.
+    """
+    B, L = scores.shape
+    device = scores.device
+    keys = scores.to(torch.float32)
+    keys = torch.where(torch.isnan(keys), torch.full_like(keys, float("-inf")), keys)
+    tau = _as_float(position_temperature, "position_temperature")
+    if tau > 0:
+        rows = torch.arange(B, device=device)[:, None]
+        cols = torch.arange(L, device=device)[None, :]
+        keys = keys / tau + gumbel_noise(rng_state, stream, rows, cols)
+
+    k = k.to(device=device, dtype=torch.int64).reshape(B)
+    tier = eligible
+    if threshold is not None:
+        above = eligible & (scores >= _as_float(threshold, "threshold"))
+        n_above = above.sum(dim=-1)
+        use_above = n_above > 0
+        tier = torch.where(use_above[:, None], above, eligible)
+        k = torch.minimum(k, torch.where(use_above, n_above, torch.ones_like(n_above)))
+    k = torch.minimum(k.clamp(min=0), tier.sum(dim=-1))
+    ranks = _rank_rows(keys, tier)
+    return tier & (ranks < k[:, None])
+
+
+# --------------------------------------------------------------------------------------------------
+# commit + remask
+# --------------------------------------------------------------------------------------------------
+def commit_remask_reference(
+    canvas: torch.Tensor,
+    confidence: torch.Tensor,
+    tokens: torch.Tensor,
+    scores: torch.Tensor,
+    selected: torch.Tensor,
+    editable: torch.Tensor,
+    n_remask: torch.Tensor,
+    mask_id: int,
+    rng_state: torch.Tensor,
+    *,
+    remask_temperature: Union[float, torch.Tensor] = 0.0,
+) -> None:
+    """Write the chosen tokens into the canvas, then re-mask the least confident committed tokens.
+
+    In place on ``canvas`` (int64 ``[B, L]``) and ``confidence`` (fp32 ``[B, L]``):
+
+    1. at ``selected & editable``: ``canvas = tokens`` and ``confidence = scores``;
+    2. among ``editable`` positions that now hold a token, the ``n_remask[b]`` with the lowest
+       confidence (ranked by ``-confidence / tau + Gumbel`` when ``remask_temperature = tau > 0``;
+       ties to the lowest index) get ``canvas = mask_id`` and ``confidence = NaN``.
+
+    Positions outside ``editable`` (prompt, fixed, pad) are never written.
+    """
+    commit = selected & editable
+    canvas.copy_(torch.where(commit, tokens, canvas))
+    confidence.copy_(torch.where(commit, scores.to(torch.float32), confidence))
+
+    B, L = canvas.shape
+    candidates = editable & (canvas != mask_id)
+    keys = -confidence
+    keys = torch.where(torch.isnan(keys), torch.full_like(keys, float("-inf")), keys)
+    tau = _as_float(remask_temperature, "remask_temperature")
+    if tau > 0:
+        rows = torch.arange(B, device=canvas.device)[:, None]
+        cols = torch.arange(L, device=canvas.device)[None, :]
+        keys = keys / tau + gumbel_noise(rng_state, STREAM_REMASK, rows, cols)
+    n = torch.minimum(n_remask.to(device=canvas.device, dtype=torch.int64).reshape(B).clamp(min=0),
+                      candidates.sum(dim=-1))
+    ranks = _rank_rows(keys, candidates)
+    chosen = candidates & (ranks < n[:, None])
+    canvas.masked_fill_(chosen, mask_id)
+    confidence.masked_fill_(chosen, float("nan"))
+
+
+def reveal_reference(eligible: torch.Tensor, prob: torch.Tensor, rng_state: torch.Tensor) -> torch.Tensor:
+    """Ancestral reveal: each eligible position independently with probability ``prob[b]``."""
+    B, L = eligible.shape
+    rows = torch.arange(B, device=eligible.device)[:, None]
+    cols = torch.arange(L, device=eligible.device)[None, :]
+    u = uniform_noise(rng_state, STREAM_REVEAL, rows, cols)
+    return eligible & (u < prob.to(torch.float32).reshape(B, 1))

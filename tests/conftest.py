@@ -1,0 +1,53 @@
+"""Shared fixtures. TRITON_INTERPRET is set here, before any kernel module is imported, so that the
+Triton kernels run on the CPU through the interpreter."""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from fastdiff.backend import interpreter_enabled, triton_available  # noqa: E402
+
+MASK_ID = 3
+
+
+class OracleModel:
+    """A model whose logits ignore the context: position ``l`` of every row gets ``table[l]``
+    (or ``table`` itself when it is one vector), so every distribution is known in advance."""
+
+    def __init__(self, table: torch.Tensor):
+        self.table = table
+        self.calls = 0
+        self.inputs = []
+
+    def __call__(self, input_ids, attention_mask=None):
+        self.calls += 1
+        self.inputs.append(input_ids.clone())
+        B, L = input_ids.shape
+        table = self.table if self.table.dim() == 2 else self.table.expand(L, -1)
+        return table[:L].expand(B, L, -1).clone()
+
+
+@pytest.fixture
+def tiny_roberta():
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    torch.manual_seed(1234)
+    config = RobertaConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=128, max_position_embeddings=130, pad_token_id=1)
+    return RobertaForMaskedLM(config).eval()
+
+
+@pytest.fixture
+def fresh_seed():
+    """A different seed on every run, printed so a failure can be replayed."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    print(f"fresh_seed={seed}")
+    return seed
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+requires_interpreter = pytest.mark.skipif(
+    not (triton_available() and interpreter_enabled()), reason="needs Triton with TRITON_INTERPRET=1"
+)
