@@ -182,18 +182,17 @@ def sample_masked_reference(
 
     if score_temperature is not None:  # same kept set, scored at another temperature
         z = torch.where(torch.isneginf(z), z, raw / _as_float(score_temperature, "score_temperature"))
-    lse = torch.logsumexp(z, dim=-1)
+    # log q = (z - m) - log sum exp(z - m): shifted first, so a peaked q keeps its precision
+    z = z - z.max(dim=-1, keepdim=True).values
+    log_q = z - torch.log(torch.exp(z).sum(dim=-1, keepdim=True))
     if score == "confidence":
-        s = torch.exp(torch.gather(z, -1, tok[:, None])[:, 0] - lse)
+        s = torch.exp(torch.gather(log_q, -1, tok[:, None])[:, 0])
     elif score == "margin":
-        top2 = torch.topk(z, min(2, V), dim=-1).values
-        s = torch.exp(top2[:, 0] - lse)
-        if V > 1:
-            s = s - torch.exp(top2[:, 1] - lse)
+        top2 = torch.exp(torch.topk(log_q, min(2, V), dim=-1).values)
+        s = top2[:, 0] - top2[:, 1] if V > 1 else top2[:, 0]
     elif score == "entropy":
-        q = torch.exp(z - lse[:, None])
-        qz = torch.where(q > 0, q * z, torch.zeros_like(q))
-        s = qz.sum(dim=-1) - lse
+        q = torch.exp(log_q)
+        s = torch.where(q > 0, q * log_q, torch.zeros_like(q)).sum(dim=-1)
     else:
         raise ValueError(f"score must be one of {SCORE_KINDS}, got {score!r}")
 

@@ -1,11 +1,13 @@
-"""Shared fixtures. TRITON_INTERPRET is set here, before any kernel module is imported, so that the
-Triton kernels run on the CPU through the interpreter."""
+"""Shared fixtures. Without CUDA, TRITON_INTERPRET is set here, before any kernel module is imported,
+so that the Triton kernels run on the CPU through the interpreter; with CUDA they compile for the GPU."""
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 from fastdiff.backend import interpreter_enabled, triton_available  # noqa: E402
 
@@ -48,6 +50,8 @@ def fresh_seed():
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-requires_interpreter = pytest.mark.skipif(
-    not (triton_available() and interpreter_enabled()), reason="needs Triton with TRITON_INTERPRET=1"
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+requires_kernels = pytest.mark.skipif(
+    not (triton_available() and (torch.cuda.is_available() or interpreter_enabled())),
+    reason="needs Triton with CUDA, or TRITON_INTERPRET=1 on the CPU",
 )

@@ -1,0 +1,52 @@
+"""Counter-based random numbers for the kernels: the Triton twin of ``reference.uniform_noise``.
+
+A draw is addressed by ``(seed, counter, stream, row, col)``. The seed and counter are read from a
+device tensor inside the kernel, so a captured CUDA graph that advances the counter on the device
+draws fresh noise at every replay. The seed, counter, stream and row are folded into two 32-bit row
+keys; every offset stays 32-bit whatever ``B * L * V`` is.
+"""
+import triton
+import triton.language as tl
+
+from fastdiff.kernels.reference import _HASH_MUL1, _HASH_MUL2, _KEY_B_SALT, _STREAM_MUL
+
+
+def stream_salt(stream: int) -> int:
+    """The per-stream constant folded into the seed (a kernel ``constexpr``)."""
+    return (stream * _STREAM_MUL) & 0xFFFFFFFF
+
+
+@triton.jit
+def _hash32(x):
+    # lowbias32 on uint32: xor-shift / multiply rounds, multiplications wrap mod 2**32
+    x = x ^ (x >> 16)
+    x = x * tl.full((), _HASH_MUL1, tl.uint32)
+    x = x ^ (x >> 15)
+    x = x * tl.full((), _HASH_MUL2, tl.uint32)
+    return x ^ (x >> 16)
+
+
+@triton.jit
+def row_keys(rng_ptr, row, STREAM_SALT: tl.constexpr):
+    """The two uint32 keys of ``row`` for the (seed, counter) held at ``rng_ptr``."""
+    seed = tl.load(rng_ptr)
+    counter = tl.load(rng_ptr + 1)
+    k = _hash32(seed.to(tl.uint32) ^ tl.full((), STREAM_SALT, tl.uint32))
+    k = _hash32(k ^ (seed >> 32).to(tl.uint32))
+    k = _hash32(k + counter.to(tl.uint32))
+    key_a = _hash32(k ^ row.to(tl.uint32))
+    key_b = _hash32(key_a + tl.full((), _KEY_B_SALT, tl.uint32))
+    return key_a, key_b
+
+
+@triton.jit
+def uniform(key_a, key_b, cols):
+    """Uniform fp32 in (0, 1): 23 random bits plus a half, exact in fp32."""
+    bits = _hash32(_hash32(cols.to(tl.uint32) ^ key_a) + key_b)
+    return ((bits >> 9).to(tl.float32) + 0.5) * (1.0 / 8388608.0)
+
+
+@triton.jit
+def gumbel(key_a, key_b, cols):
+    """Standard Gumbel noise -log(-log u)."""
+    return -tl.log(-tl.log(uniform(key_a, key_b, cols)))
