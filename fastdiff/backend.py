@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import re
 from typing import Optional, Tuple
 
 import torch
@@ -22,12 +23,15 @@ MIN_TRITON = (3, 0)
 
 
 def _version_tuple(text: str) -> Tuple[int, ...]:
+    """The leading release numbers: ``"2.11.0a0+git1"`` -> ``(2, 11, 0)``."""
     parts = []
     for piece in text.split("+")[0].split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
+        digits = re.match(r"\d+", piece)
+        if digits is None:
             break
-        parts.append(int(digits))
+        parts.append(int(digits.group()))
+        if digits.end() < len(piece):
+            break
     return tuple(parts)
 
 
