@@ -102,6 +102,7 @@ def sample_masked(
     score: str = "confidence",
     suppress_ids: Union[Sequence[int], torch.Tensor, None] = None,
     score_temperature: Optional[Scalar] = None,
+    logits_shift: bool = False,
     seed: Seed = None,
     backend: str = "auto",
 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -123,6 +124,8 @@ def sample_masked(
         suppress_ids: token ids never drawn (e.g. the mask token).
         score_temperature: measure the score on ``softmax(logits / score_temperature)`` over the same
             kept tokens instead (LLaDA scores untempered: ``1.0``). ``None``: the sampling temperature.
+        logits_shift: position ``l`` reads the logits of ``l - 1`` (position 0 its own), for
+            AR-initialised models such as Dream; no shifted copy of the logits is made.
         seed: ``None``, ``int`` or int64 tensor ``(seed, counter)`` (see module doc).
         backend: ``"auto"``, ``"torch"`` or ``"triton"``.
 
@@ -157,23 +160,35 @@ def sample_masked(
         raise ValueError(f"score must be one of {SCORE_KINDS}, got {score!r}")
     if score_temperature is not None:
         _check_scalar(score_temperature, "score_temperature", low=0.0, high=float("inf"), low_open=True)
+    if not isinstance(logits_shift, bool):
+        raise TypeError(f"logits_shift must be a bool, got {type(logits_shift).__name__}")
     suppress = _suppress_tensor(suppress_ids, V, logits.device)
     return dispatch_sample_masked(resolve_backend(backend, logits.device), logits, mask,
                                   make_rng_state(seed, logits.device), temperature=temperature, top_k=top_k,
-                                  top_p=top_p, score=score, suppress_ids=suppress, score_temperature=score_temperature)
+                                  top_p=top_p, score=score, suppress_ids=suppress, score_temperature=score_temperature,
+                                  logits_shift=logits_shift)
 
 
-def dispatch_sample_masked(backend: str, logits, mask, rng_state, *, temperature, top_k, top_p, score,
-                           suppress_ids, score_temperature=None):
+def dispatch_sample_masked(backend: str, logits, mask, rng_state, *, logits_shift=False, **options):
     """:func:`sample_masked` on a resolved backend, without the argument checks (for samplers that
-    checked once up front)."""
-    kwargs = dict(temperature=temperature, top_k=top_k, top_p=top_p, score=score, suppress_ids=suppress_ids,
-                  score_temperature=score_temperature)
+    checked once up front). ``options``: temperature, top_k, top_p, score, suppress_ids,
+    score_temperature."""
     if backend == "triton":
         from fastdiff.kernels.sample_masked import sample_masked_triton
 
-        return sample_masked_triton(logits, mask, rng_state, **kwargs)
-    return reference.sample_masked_reference(logits, mask, rng_state, **kwargs)
+        return sample_masked_triton(logits, mask, rng_state, logits_shift=logits_shift, **options)
+    return reference.sample_masked_reference(logits, mask, rng_state, logits_shift=logits_shift, **options)
+
+
+def dispatch_sample_rows(backend: str, logits_rows, row_ids, rng_state, **options):
+    """Sampling over gathered rows ``[R, V]`` whose canvas positions ``b * L + l`` are ``row_ids``
+    (``-1``: padding): what the masked-row LM head feeds. Same options and random stream as
+    :func:`dispatch_sample_masked`, so both paths draw the same tokens from the same logits."""
+    if backend == "triton":
+        from fastdiff.kernels.sample_masked import sample_rows_triton
+
+        return sample_rows_triton(logits_rows, row_ids, rng_state, **options)
+    return reference.sample_rows_reference(logits_rows, row_ids, rng_state, **options)
 
 
 def _check_counts(k: torch.Tensor, name: str, rows: int, device: torch.device) -> torch.Tensor:

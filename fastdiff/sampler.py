@@ -1,20 +1,24 @@
 """The diffusion sampler: generation from a prompt and infilling on a fixed canvas."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from fastdiff import ops
-from fastdiff.backend import resolve_backend
+from fastdiff import graphs, ops
+from fastdiff.backend import cuda_graphs_supported, resolve_backend
 from fastdiff.config import SamplerConfig
 from fastdiff.kernels import reference
 from fastdiff.model import ModelRunner
 from fastdiff.schedule import allocate_steps, resolve_schedule, schedule_counts
 
-# Keeps the second sampling call of a logits shift (position 0) on its own random stream.
-_SHIFT_STREAM_SALT = 0x5BD1E995
+# With early stopping possible (EOS, threshold), a graphed run reads the device "work left" flag
+# every this many steps: one host synchronisation per check.
+GRAPH_CHECK_EVERY = 4
+# Smallest row bucket of the masked-row head under CUDA graphs (buckets are powers of two).
+MIN_ROW_BUCKET = 16
 
 
 @dataclass
@@ -48,6 +52,7 @@ class _Plan:
     step_last: torch.Tensor  # bool [G]: last step of its block
     target_after: torch.Tensor  # int64 [B, G]: masked positions the block should have left after the step
     reveal_prob: torch.Tensor  # fp32 [B, G]: scheduled (t - s) / t of the step, for ancestral unmasking
+    row_bound: List[int]  # host: most positions any step can commit (all rows), for the masked-row head
 
 
 @dataclass
@@ -60,8 +65,11 @@ class _State:
     position_ids: Optional[torch.Tensor]
     done: torch.Tensor  # bool [B]
     step: torch.Tensor  # int64 []: the plan step to run next
+    nfe: torch.Tensor  # int64 []: steps run that had work
+    work_left: torch.Tensor  # bool []: some editable position is still masked in an unfinished row
     rng: torch.Tensor  # int64 [2]: (seed, counter)
     bad_step: torch.Tensor  # int64 []: first step with NaN / inf logits, -1 if none
+    params: Dict[str, torch.Tensor]  # the config's numbers as device scalars (graphs reuse across values)
     suppress_ids: torch.Tensor  # int64 [S]
     defer_ids: Optional[torch.Tensor]  # int64 [D]
     eos_ids: Optional[torch.Tensor]  # int64 [E]
@@ -72,10 +80,22 @@ class Sampler:
 
     Args:
         model: a Hugging Face model whose output has ``.logits`` (e.g. ``RobertaForMaskedLM``), or any
-            callable ``(input_ids, attention_mask) -> logits [B, L, V]``.
+            callable ``(input_ids, attention_mask) -> logits [B, L, V]``, or a :class:`ModelRunner`.
         mask_token_id: id of the mask (absorbing) token.
         config: a :class:`SamplerConfig`; ``None`` for the defaults.
         backend: ``"auto"`` (Triton kernels on CUDA, else PyTorch), ``"torch"`` or ``"triton"``.
+        cuda_graphs: ``"auto"`` (on CUDA with the Triton backend and no per-step Python hook),
+            ``True`` or ``False``. Each denoising step (forward, sampling, selection, commit) is
+            captured once per batch, canvas length, dtype and config structure, reused across calls
+            (an LRU cache of ``graph_cache_size`` entries), and replayed with no host synchronisation
+            except an early-stop check every few steps when EOS or a threshold can end the call early.
+            If capture fails, the sampler warns once and runs eagerly.
+        masked_head: for known ``*ForMaskedLM`` classes, run the LM head only on the rows that can be
+            committed this step (masked positions of the active block), padded to a static bucket;
+            the logits of those rows are those of the full head. ``False`` runs the whole model.
+        compile: ``torch.compile`` the model (``"max-autotune-no-cudagraphs"`` on CUDA, so that it does
+            not fight fastdiff's own graphs; the default mode elsewhere).
+        graph_cache_size: captured configurations kept.
         **overrides: :class:`SamplerConfig` fields.
 
     Example:
@@ -89,7 +109,8 @@ class Sampler:
     """
 
     def __init__(self, model: Callable, mask_token_id: int, config: Optional[SamplerConfig] = None, *,
-                 backend: str = "auto", **overrides):
+                 backend: str = "auto", cuda_graphs="auto", masked_head: bool = True, compile: bool = False,
+                 graph_cache_size: int = 4, **overrides):
         self.runner = model if isinstance(model, ModelRunner) else ModelRunner(model)
         if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, int):
             raise TypeError(f"mask_token_id must be an int, got {type(mask_token_id).__name__}")
@@ -100,9 +121,22 @@ class Sampler:
             raise TypeError(f"config must be a SamplerConfig, got {type(config).__name__}")
         if backend not in ("auto", "torch", "triton"):
             raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+        if cuda_graphs not in ("auto", True, False):
+            raise ValueError(f"cuda_graphs must be 'auto', True or False, got {cuda_graphs!r}")
+        for name, flag in (("masked_head", masked_head), ("compile", compile)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         self.mask_token_id = mask_token_id
         self.backend = backend
+        self.cuda_graphs = cuda_graphs
+        self.masked_head = masked_head
         self.config = (config or SamplerConfig()).replace(**overrides)
+        self._graphs = graphs.GraphCache(graph_cache_size)
+        self._graph_failures = set()
+        if compile:
+            device = self.runner.device
+            self.runner.compile("max-autotune-no-cudagraphs" if device is not None and device.type == "cuda"
+                                else "default")
 
     @property
     def model(self):
@@ -222,13 +256,21 @@ class Sampler:
                 cache[(n, s)] = out
             return cache[(n, s)]
 
-        def reveal_probs(n: int, s: int) -> List[float]:
-            before = [n] + remaining_after(n, s)[:-1]
-            return [1.0 - after / max(prev, 1) for prev, after in zip(before, remaining_after(n, s))]
+        # masked positions a row can still have in the block before each step: the schedule's
+        # target, unless commits can fall short of it (threshold: at least one per step) or masks
+        # can come back (remasking) or reveals are random (ancestral)
+        exact_targets = config.threshold is None and config.remask is None and config.unmask != "ancestral"
+
+        def bound_before(n: int, s: int) -> List[int]:
+            if exact_targets:
+                return [n] + remaining_after(n, s)[:-1]
+            if config.threshold is not None and config.remask is None:
+                return [max(n - i, 0) for i in range(s)]
+            return [n] * s
 
         kept = [b for b in range(len(blocks)) if alloc[b] > 0]
         block_masks = torch.zeros(len(kept), L, dtype=torch.bool)
-        first_step, step_block, step_last = [], [], []
+        first_step, step_block, step_last, row_bound = [], [], [], []
         targets = [[] for _ in range(B)]
         probs = [[] for _ in range(B)]
         for j, b in enumerate(kept):
@@ -237,9 +279,14 @@ class Sampler:
             first_step.append(len(step_block))
             step_block += [j] * alloc[b]
             step_last += [False] * (alloc[b] - 1) + [True]
+            bound = [0] * alloc[b]
             for r in range(B):
-                targets[r] += remaining_after(per_row[r][b], alloc[b])
-                probs[r] += reveal_probs(per_row[r][b], alloc[b])
+                n = per_row[r][b]
+                after = remaining_after(n, alloc[b])
+                targets[r] += after
+                probs[r] += [1.0 - a / max(p, 1) for p, a in zip([n] + after[:-1], after)]
+                bound = [x + y for x, y in zip(bound, bound_before(n, alloc[b]))]
+            row_bound += bound
         return _Plan(
             num_steps=len(step_block),
             block_masks=block_masks.to(device),
@@ -248,14 +295,29 @@ class Sampler:
             step_last=torch.tensor(step_last, dtype=torch.bool, device=device),
             target_after=torch.tensor(targets, dtype=torch.int64, device=device),
             reveal_prob=torch.tensor(probs, dtype=torch.float32, device=device),
+            row_bound=row_bound,
         )
 
     def _state(self, config: SamplerConfig, canvas, editable, real, padded: bool) -> _State:
         device = canvas.device
         B, L = canvas.shape
         attention = real.to(torch.int64) if padded else None
-        seed = config.seed
         suppress = sorted(set(config.suppress_token_ids) | {self.mask_token_id})
+
+        def scalar(value, dtype=torch.float32):
+            return torch.tensor(value, dtype=dtype, device=device)
+
+        params = {
+            "temperature": scalar(config.temperature),
+            "score_temperature": scalar(config.score_temperature or 1.0),
+            "top_k": scalar(config.top_k or 1, torch.int32),
+            "top_p": scalar(config.top_p or 1.0),
+            "threshold": scalar(config.threshold or 0.0),
+            "position_temperature": scalar(config.position_temperature),
+            "remask_ratio": scalar(config.remask_ratio),
+            "remask_temperature": scalar(config.remask_temperature),
+            "cfg_scale": scalar(config.cfg_scale),
+        }
         return _State(
             canvas=canvas,
             confidence=torch.full((B, L), float("nan"), dtype=torch.float32, device=device),
@@ -265,8 +327,11 @@ class Sampler:
             position_ids=self.runner.position_ids(attention) if padded else None,
             done=torch.zeros(B, dtype=torch.bool, device=device),
             step=torch.zeros((), dtype=torch.int64, device=device),
-            rng=ops.make_rng_state(seed, device),
+            nfe=torch.zeros((), dtype=torch.int64, device=device),
+            work_left=(editable & (canvas == self.mask_token_id)).any(),
+            rng=ops.make_rng_state(config.seed, device),
             bad_step=torch.full((), -1, dtype=torch.int64, device=device),
+            params=params,
             suppress_ids=torch.tensor(suppress, dtype=torch.int64, device=device),
             defer_ids=(torch.tensor(list(config.defer_token_ids), dtype=torch.int64, device=device)
                        if config.defer_token_ids else None),
@@ -275,18 +340,62 @@ class Sampler:
         )
 
     # ------------------------------------------------------------------------------------------
-    # the loop
+    # running the steps: eagerly, or replaying captured graphs
     # ------------------------------------------------------------------------------------------
     def _run(self, canvas, editable, real, *, padded: bool, region, row_counts, config: SamplerConfig):
         B, L = canvas.shape
         device = canvas.device
         backend = resolve_backend(self.backend, device)
         plan = self._plan(config, region, row_counts, B, L, device)
-        st = self._state(config, canvas, editable, real, padded)
+        state = self._state(config, canvas, editable, real, padded)
+        if self._graphs_wanted(config, device, backend):
+            result = self._run_graphed(state, plan, config, backend)
+            if result is not None:
+                return result
+        return self._run_eager(state, plan, config, backend)
+
+    def _hooks(self, config: SamplerConfig) -> bool:
+        return config.on_step is not None or config.logits_hook is not None
+
+    def _uses_head(self, config: SamplerConfig) -> bool:
+        return self.masked_head and self.runner.has_head and not self._hooks(config)
+
+    def _can_stop_early(self, config: SamplerConfig) -> bool:
+        """Whether a call may end before its last planned step (the plan step and the host step count
+        can then part ways)."""
+        return config.threshold is not None or bool(config.eos_ids and config.stop_at_eos)
+
+    def _row_buckets(self, plan: _Plan, config: SamplerConfig, graphed: bool, B: int, L: int) -> List[Optional[int]]:
+        """Rows the masked-row head gathers at each step (None: the full head). Graphs round them up to
+        powers of two so that a few captures cover all steps; if the call can end early, the device may
+        skip steps, so every step takes the largest."""
+        if not self._uses_head(config):
+            return [None] * plan.num_steps
+        bounds = plan.row_bound
+        if self._can_stop_early(config):
+            bounds = [max(bounds)] * plan.num_steps
+        if graphed:
+            bounds = [min(max(MIN_ROW_BUCKET, 1 << (max(b, 1) - 1).bit_length()), B * L) for b in bounds]
+        return bounds
+
+    def _graphs_wanted(self, config: SamplerConfig, device: torch.device, backend: str) -> bool:
+        if self.cuda_graphs is False:
+            return False
+        usable = cuda_graphs_supported(device) and backend == "triton"
+        if self.cuda_graphs is True:
+            if not usable:
+                raise ValueError("cuda_graphs=True needs CUDA tensors and the triton backend")
+            if self._hooks(config):
+                raise ValueError("cuda_graphs=True cannot run the per-step Python hooks on_step / logits_hook")
+        return usable and not self._hooks(config)
+
+    def _run_eager(self, st: _State, plan: _Plan, config: SamplerConfig, backend: str) -> GenerationOutput:
+        B, L = st.canvas.shape
+        buckets = self._row_buckets(plan, config, graphed=False, B=B, L=L)
         history = [] if config.return_history else None
         nfe = 0
-        while nfe < plan.num_steps and bool(self._advance_to_work(st, plan)):
-            logits = self._step(st, plan, config, backend, nfe)
+        while nfe < plan.num_steps and bool(st.work_left):
+            logits = self._denoise(st, plan, config, backend, buckets[nfe], nfe)
             if int(st.bad_step) >= 0:
                 raise ValueError(
                     f"the model returned NaN or +inf logits (or logits leaving no token to draw) at step {nfe}"
@@ -296,16 +405,80 @@ class Sampler:
                 if replaced is not None:
                     _check_replacement(replaced, st.canvas)
                     st.canvas.copy_(replaced)
+                    st.work_left.copy_(self._work(st).any())
             if history is not None:
                 history.append(st.canvas.clone())
             nfe += 1
         return GenerationOutput(sequences=st.canvas.clone(), nfe=nfe, history=history,
                                 confidences=st.confidence.clone(), finished=st.done.clone())
 
+    def _graph_key(self, st: _State, plan: _Plan, config: SamplerConfig, backend: str):
+        dtype = next((p.dtype for p in self.model.parameters()), None) if isinstance(
+            self.model, torch.nn.Module) else None
+        structure = (config.unmask, config.threshold is None, config.remask is None, config.cfg_scale > 0,
+                     config.logits_shift, config.top_k is None, config.top_p is None,
+                     config.score_temperature is None, len(st.suppress_ids),
+                     None if st.defer_ids is None else len(st.defer_ids),
+                     None if st.eos_ids is None else len(st.eos_ids))
+        return (tuple(st.canvas.shape), str(st.canvas.device), dtype, backend, st.attention_mask is not None,
+                plan.num_steps, tuple(plan.block_masks.shape), self._uses_head(config), structure)
+
+    def _run_graphed(self, st: _State, plan: _Plan, config: SamplerConfig, backend: str):
+        """Replay captured steps; ``None`` when capture failed (the caller then runs eagerly)."""
+        key = self._graph_key(st, plan, config, backend)
+        if key in self._graph_failures:
+            return None
+        B, L = st.canvas.shape
+        buckets = self._row_buckets(plan, config, graphed=True, B=B, L=L)
+        entry = self._graphs.get(key)
+        if entry is None:
+            entry = graphs.GraphEntry(state=graphs.static_copy(st), plan=graphs.static_copy(plan),
+                                      pool=graphs.new_pool())
+        graphs.load_into(entry.state, st)
+        graphs.load_into(entry.plan, plan)
+        for bucket in sorted(set(buckets) - set(entry.replays), key=lambda b: -1 if b is None else b):
+            try:
+                entry.replays[bucket] = graphs.capture_step(
+                    lambda bucket=bucket: self._denoise(entry.state, entry.plan, config, backend, bucket),
+                    entry.pool)
+            except Exception as error:  # noqa: BLE001 - any capture failure falls back to eager
+                warnings.warn(f"fastdiff: CUDA graph capture failed, running eagerly: "
+                              f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=3)
+                self._graph_failures.add(key)
+                return None
+            graphs.load_into(entry.state, st)  # the warm-up run moved the static state on
+        self._graphs.put(key, entry)
+
+        static = entry.state
+        history = [] if config.return_history else None
+        can_stop = self._can_stop_early(config)
+        for i in range(plan.num_steps):
+            entry.replays[buckets[i]]()
+            if history is not None:
+                history.append(static.canvas.clone())
+            if can_stop and (i + 1) % GRAPH_CHECK_EVERY == 0 and not bool(static.work_left):
+                break
+        bad_step = int(static.bad_step)
+        if bad_step >= 0:
+            raise ValueError(
+                f"the model returned NaN or +inf logits (or logits leaving no token to draw) at step {bad_step}"
+            )
+        nfe = int(static.nfe)
+        if history is not None:
+            del history[nfe:]
+        return GenerationOutput(sequences=static.canvas.clone(), nfe=nfe, history=history,
+                                confidences=static.confidence.clone(), finished=static.done.clone())
+
+    # ------------------------------------------------------------------------------------------
+    # one denoising step (device-side only: the same code runs eagerly and inside a graph)
+    # ------------------------------------------------------------------------------------------
+    def _work(self, st: _State) -> torch.Tensor:
+        return st.editable & (st.canvas == self.mask_token_id) & ~st.done[:, None]
+
     def _advance_to_work(self, st: _State, plan: _Plan) -> torch.Tensor:
         """Move ``st.step`` to the first step of the first block, from the current one on, that still
         has a masked position to fill; returns whether there is one (a device bool)."""
-        work = (st.editable & (st.canvas == self.mask_token_id) & ~st.done[:, None]).any(dim=0)
+        work = self._work(st).any(dim=0)
         block_has_work = (plan.block_masks & work).any(dim=-1)
         step = st.step.clamp(max=plan.num_steps - 1)
         current = plan.step_block[step]
@@ -316,57 +489,102 @@ class Sampler:
                                   torch.where(any_left, jump, torch.full_like(step, plan.num_steps))))
         return any_left
 
-    def _forward(self, st: _State, config: SamplerConfig) -> torch.Tensor:
-        ids, attention, positions = st.canvas, st.attention_mask, st.position_ids
-        if config.cfg_scale > 0:
-            unconditional = st.canvas.masked_fill(st.fixed, self.mask_token_id)
-            ids = torch.cat([ids, unconditional])
-            attention = torch.cat([attention, attention]) if attention is not None else None
-            positions = torch.cat([positions, positions]) if positions is not None else None
-        logits = self.runner(ids, attention, positions)
-        vocab = logits.shape[-1]
+    def _denoise(self, st: _State, plan: _Plan, config: SamplerConfig, backend: str, bucket: Optional[int],
+                 step_index: int = 0) -> Optional[torch.Tensor]:
+        """Advance to a step with work, run it, update the flags. Returns the full logits (None with the
+        masked-row head)."""
+        st.nfe.add_(self._advance_to_work(st, plan).to(torch.int64))
+        logits = self._step(st, plan, config, backend, bucket, step_index)
+        st.work_left.copy_(self._work(st).any())
+        return logits
+
+    def _check_vocab(self, vocab: int, config: SamplerConfig) -> None:
         if self.mask_token_id >= vocab:
             raise ValueError(f"mask_token_id={self.mask_token_id} is outside the model's vocabulary [0, {vocab})")
         if any(i >= vocab for i in config.suppress_token_ids):
             raise ValueError(f"suppress_token_ids must lie in [0, {vocab}), got {list(config.suppress_token_ids)}")
+
+    def _model_inputs(self, st: _State, config: SamplerConfig):
+        """The canvas batch (with the unconditional copy for CFG), its attention mask and positions."""
+        ids, attention, positions = st.canvas, st.attention_mask, st.position_ids
         if config.cfg_scale > 0:
-            cond, uncond = logits.float().chunk(2)
-            logits = uncond + (config.cfg_scale + 1.0) * (cond - uncond)
-        return logits
+            ids = torch.cat([ids, st.canvas.masked_fill(st.fixed, self.mask_token_id)])
+            attention = torch.cat([attention, attention]) if attention is not None else None
+            positions = torch.cat([positions, positions]) if positions is not None else None
+        return ids, attention, positions
 
-    def _sample(self, st: _State, logits, eligible, config: SamplerConfig, backend: str, shifted: bool):
-        kwargs = dict(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-                      score=_score_kind(config.unmask), suppress_ids=st.suppress_ids,
-                      score_temperature=config.score_temperature)
-        if not shifted:
-            return ops.dispatch_sample_masked(backend, logits, eligible, st.rng, **kwargs)
-        # position i reads the logits of i - 1 (position 0 its own): two views, no copy of the logits
-        rest_tokens, rest_scores = ops.dispatch_sample_masked(backend, logits[:, :-1], eligible[:, 1:], st.rng,
-                                                              **kwargs)
-        salt = torch.tensor([_SHIFT_STREAM_SALT, 0], dtype=torch.int64, device=st.rng.device)
-        first_tokens, first_scores = ops.dispatch_sample_masked(backend, logits[:, :1], eligible[:, :1],
-                                                                st.rng + salt, **kwargs)
-        return torch.cat([first_tokens, rest_tokens], dim=1), torch.cat([first_scores, rest_scores], dim=1)
+    def _guide(self, logits: torch.Tensor, st: _State, config: SamplerConfig) -> torch.Tensor:
+        """CFG: ``u + (s + 1) (c - u)`` from the conditional and unconditional halves, in fp32."""
+        if config.cfg_scale <= 0:
+            return logits
+        cond, uncond = logits.float().chunk(2)
+        return uncond + (st.params["cfg_scale"] + 1.0) * (cond - uncond)
 
-    def _step(self, st: _State, plan: _Plan, config: SamplerConfig, backend: str, nfe: int) -> torch.Tensor:
+    def _sample_options(self, st: _State, config: SamplerConfig) -> dict:
+        return dict(temperature=st.params["temperature"],
+                    top_k=st.params["top_k"] if config.top_k is not None else None,
+                    top_p=st.params["top_p"] if config.top_p is not None else None,
+                    score=_score_kind(config.unmask), suppress_ids=st.suppress_ids,
+                    score_temperature=st.params["score_temperature"] if config.score_temperature is not None else None)
+
+    def _sample_full(self, st: _State, config: SamplerConfig, backend: str, eligible, step_index: int):
+        """The whole model, then sampling at the eligible positions; returns tokens, scores, logits."""
+        logits = self._guide(self.runner(*self._model_inputs(st, config)), st, config)
+        self._check_vocab(logits.shape[-1], config)
+        shift = config.logits_shift
+        if shift and self._hooks(config):  # hooks see the logits each position is sampled from
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            shift = False
+        if config.logits_hook is not None:
+            logits = config.logits_hook(step_index, st.canvas, logits)
+        tokens, scores = ops.dispatch_sample_masked(backend, logits, eligible, st.rng, logits_shift=shift,
+                                                    **self._sample_options(st, config))
+        return tokens, scores, logits
+
+    def _sample_rows(self, st: _State, config: SamplerConfig, backend: str, eligible, bucket: int):
+        """The encoder, then the LM head on ``bucket`` gathered rows: the eligible positions in canvas
+        order, padded with ``-1``; returns tokens and scores scattered back to ``[B, L]``."""
+        B, L = eligible.shape
+        flat = eligible.reshape(-1)
+        slot = torch.cumsum(flat.to(torch.int64), 0) - 1
+        slot = torch.where(flat & (slot < bucket), slot, bucket)  # slot `bucket` is a dump
+        row_ids = torch.full((bucket + 1,), -1, dtype=torch.int64, device=flat.device)
+        row_ids = row_ids.scatter(0, slot, torch.arange(B * L, device=flat.device))[:bucket]
+        source = row_ids.clamp(min=0)
+        if config.logits_shift:  # position l reads the hidden state of l - 1 (position 0 its own)
+            source = source - (source % L > 0).to(torch.int64)
+        hidden = self.runner.encode(*self._model_inputs(st, config))
+        hidden = hidden.reshape(-1, hidden.shape[-1])
+        if config.cfg_scale > 0:
+            rows = torch.cat([hidden[source], hidden[source + B * L]])
+        else:
+            rows = hidden[source]
+        logits = self._guide(self.runner.head(rows), st, config)
+        self._check_vocab(logits.shape[-1], config)
+        row_tokens, row_scores = ops.dispatch_sample_rows(backend, logits, row_ids, st.rng,
+                                                          **self._sample_options(st, config))
+        target = torch.where(row_ids >= 0, row_ids, B * L)
+        tokens = torch.full((B * L + 1,), -1, dtype=torch.int64, device=flat.device).scatter(0, target, row_tokens)
+        scores = torch.full((B * L + 1,), float("-inf"), device=flat.device).scatter(0, target, row_scores)
+        return tokens[:-1].reshape(B, L), scores[:-1].reshape(B, L)
+
+    def _step(self, st: _State, plan: _Plan, config: SamplerConfig, backend: str, bucket: Optional[int],
+              step_index: int) -> Optional[torch.Tensor]:
         """One denoising step: forward, sample, select, commit (+ remask), EOS bookkeeping."""
-        g = st.step
+        g = st.step.clamp(max=plan.num_steps - 1)  # past the end (no work left) the step commits nothing
         in_block = plan.block_masks[plan.step_block[g]]
         editable_now = st.editable & in_block & ~st.done[:, None]
         eligible = editable_now & (st.canvas == self.mask_token_id)
 
-        logits = self._forward(st, config)
-        shifted = config.logits_shift
-        if shifted and (config.logits_hook is not None or config.on_step is not None):
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-            shifted = False
-        if config.logits_hook is not None:
-            logits = config.logits_hook(nfe, st.canvas, logits)
-        tokens, scores = self._sample(st, logits, eligible, config, backend, shifted)
+        if bucket is None:
+            tokens, scores, logits = self._sample_full(st, config, backend, eligible, step_index)
+        else:
+            tokens, scores = self._sample_rows(st, config, backend, eligible, bucket)
+            logits = None
         if st.defer_ids is not None:
             scores = torch.where(torch.isin(tokens, st.defer_ids), float("-inf"), scores)
         bad = (torch.isnan(scores) & eligible).any()
-        st.bad_step.copy_(torch.where((st.bad_step < 0) & bad, g, st.bad_step))
+        st.bad_step.copy_(torch.where((st.bad_step < 0) & bad, st.nfe - 1, st.bad_step))
 
         n_masked = eligible.sum(dim=-1)
         k = (n_masked - plan.target_after.index_select(1, g.reshape(1))[:, 0]).clamp(min=0)
@@ -375,25 +593,27 @@ class Sampler:
             prob = plan.reveal_prob.index_select(1, g.reshape(1))[:, 0]
             selected = reference.reveal_reference(eligible, prob, st.rng)
         elif config.threshold is not None:
-            threshold = torch.where(last, float("-inf"), config.threshold)
+            threshold = torch.where(last, float("-inf"), st.params["threshold"])
             selected = ops.dispatch_select_topk(backend, scores, eligible, n_masked, st.rng,
-                                                position_temperature=config.position_temperature,
+                                                position_temperature=st.params["position_temperature"],
                                                 threshold=threshold)
         elif config.unmask == "random":
             selected = ops.dispatch_select_topk(backend, torch.zeros_like(scores), eligible, k, st.rng,
                                                 position_temperature=1.0, threshold=None)
         else:
             selected = ops.dispatch_select_topk(backend, scores, eligible, k, st.rng,
-                                                position_temperature=config.position_temperature, threshold=None)
+                                                position_temperature=st.params["position_temperature"],
+                                                threshold=None)
 
         if config.remask is not None:
-            n_remask = torch.floor(config.remask_ratio * selected.sum(dim=-1).to(torch.float32)).to(torch.int64)
+            committed = selected.sum(dim=-1).to(torch.float32)
+            n_remask = torch.floor(st.params["remask_ratio"] * committed).to(torch.int64)
             n_remask = torch.where(last, torch.zeros_like(n_remask), n_remask)
         else:
             n_remask = torch.zeros_like(n_masked)
         ops.dispatch_commit_remask(backend, st.canvas, st.confidence, tokens, scores, selected, editable_now,
                                    n_remask, self.mask_token_id, st.rng,
-                                   remask_temperature=config.remask_temperature)
+                                   remask_temperature=st.params["remask_temperature"])
         if st.eos_ids is not None:
             self._finish_rows_at_eos(st)
         st.step.add_(1)
@@ -407,8 +627,8 @@ class Sampler:
         positions = torch.arange(L, device=st.canvas.device)
         is_eos = torch.isin(st.canvas, st.eos_ids) & st.editable
         has_eos = is_eos.any(dim=-1)
-        first = torch.where(has_eos, torch.argmax(is_eos.to(torch.int32), dim=-1), torch.full_like(has_eos, L,
-                                                                                                  dtype=torch.int64))
+        first = torch.where(has_eos, torch.argmax(is_eos.to(torch.int32), dim=-1),
+                            torch.full_like(has_eos, L, dtype=torch.int64))
         before = positions[None, :] < first[:, None]
         pending = (st.editable & before & (st.canvas == self.mask_token_id)).any(dim=-1)
         newly_done = has_eos & ~pending & ~st.done

@@ -107,6 +107,7 @@ def sample_masked_reference(
     score: str = "confidence",
     suppress_ids: Optional[Union[Sequence[int], torch.Tensor]] = None,
     score_temperature: Union[float, torch.Tensor, None] = None,
+    logits_shift: bool = False,
 ):
     """Sample one token at every masked position and score it.
 
@@ -124,9 +125,10 @@ def sample_masked_reference(
         suppress_ids: token ids that are never drawn.
         score_temperature: the temperature ``T'`` of the distribution the score is measured on.
             ``None``: the sampling one (``T``, or ``1`` for argmax).
+        logits_shift: position ``l`` reads the logits of ``l - 1`` (position 0 its own).
 
     The scores are measured on ``q = softmax(logits / T')`` restricted to the kept tokens and
-    renormalised.
+    renormalised. The noise of position ``(b, l)`` is row ``b * L + l`` of the random stream.
 
     Returns:
         ``(tokens, scores)``: int64 and fp32 ``[B, L]``. Unmasked positions get token ``-1`` and score
@@ -134,14 +136,45 @@ def sample_masked_reference(
         gets token ``-1`` and score NaN.
     """
     B, L, V = logits.shape
-    device = logits.device
-    tokens = torch.full((B, L), -1, dtype=torch.int64, device=device)
-    scores = torch.full((B, L), float("-inf"), dtype=torch.float32, device=device)
+    tokens = torch.full((B, L), -1, dtype=torch.int64, device=logits.device)
+    scores = torch.full((B, L), float("-inf"), dtype=torch.float32, device=logits.device)
     where = mask.nonzero(as_tuple=False)
-    if where.numel() == 0:
-        return tokens, scores
-    b_idx, l_idx = where[:, 0], where[:, 1]
-    z = logits[b_idx, l_idx].to(torch.float32)
+    if where.numel():
+        b_idx, l_idx = where[:, 0], where[:, 1]
+        source = (l_idx - 1).clamp(min=0) if logits_shift else l_idx
+        tok, s = _sample_rows(logits[b_idx, source].to(torch.float32), b_idx * L + l_idx, rng_state,
+                              temperature, top_k, top_p, score, suppress_ids, score_temperature)
+        tokens[b_idx, l_idx] = tok
+        scores[b_idx, l_idx] = s
+    return tokens, scores
+
+
+def sample_rows_reference(logits_rows: torch.Tensor, row_ids: torch.Tensor, rng_state: torch.Tensor, **kwargs):
+    """:func:`sample_masked_reference` on gathered rows (the masked-row LM head).
+
+    ``logits_rows`` is ``[R, V]``; ``row_ids`` int64 ``[R]`` holds each row's canvas position
+    ``b * L + l`` (its random-stream row), or ``-1`` for bucket padding, which gets ``(-1, -inf)``.
+    Keywords as in :func:`sample_masked_reference` (without ``logits_shift``).
+    Returns ``(tokens, scores)`` of shape ``[R]``.
+    """
+    R = logits_rows.shape[0]
+    tokens = torch.full((R,), -1, dtype=torch.int64, device=logits_rows.device)
+    scores = torch.full((R,), float("-inf"), dtype=torch.float32, device=logits_rows.device)
+    valid = (row_ids >= 0).nonzero(as_tuple=False)[:, 0]
+    if valid.numel():
+        options = dict(temperature=0.0, top_k=None, top_p=None, score="confidence", suppress_ids=None,
+                       score_temperature=None)
+        options.update(kwargs)
+        tok, s = _sample_rows(logits_rows[valid].to(torch.float32), row_ids[valid], rng_state, **options)
+        tokens[valid] = tok
+        scores[valid] = s
+    return tokens, scores
+
+
+def _sample_rows(z, rng_rows, rng_state, temperature, top_k, top_p, score, suppress_ids, score_temperature):
+    """Tokens and scores of fp32 logit rows ``z [M, V]`` whose noise is stream row ``rng_rows [M]``."""
+    M, V = z.shape
+    device = z.device
     bad = (torch.isnan(z) | torch.isposinf(z)).any(dim=-1)
     z = torch.where(bad[:, None], torch.zeros_like(z), z)
 
@@ -174,8 +207,7 @@ def sample_masked_reference(
     z = torch.where(bad[:, None], torch.zeros_like(z), z)
 
     if t > 0:
-        noise = gumbel_noise(rng_state, STREAM_SAMPLE, (b_idx * L + l_idx)[:, None],
-                             torch.arange(V, device=device)[None, :])
+        noise = gumbel_noise(rng_state, STREAM_SAMPLE, rng_rows[:, None], torch.arange(V, device=device)[None, :])
         tok = torch.argmax(z + noise, dim=-1)
     else:
         tok = torch.argmax(z, dim=-1)
@@ -195,12 +227,9 @@ def sample_masked_reference(
         s = torch.where(q > 0, q * log_q, torch.zeros_like(q)).sum(dim=-1)
     else:
         raise ValueError(f"score must be one of {SCORE_KINDS}, got {score!r}")
-
     tok = torch.where(bad, torch.full_like(tok, -1), tok)
     s = torch.where(bad, torch.full_like(s, float("nan")), s)
-    tokens[b_idx, l_idx] = tok
-    scores[b_idx, l_idx] = s
-    return tokens, scores
+    return tok, s
 
 
 # --------------------------------------------------------------------------------------------------

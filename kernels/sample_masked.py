@@ -61,7 +61,7 @@ def _mass_above(row_ptr, V, suppress_ptr, n_suppress, t, m, floor_key, key, BLOC
 @triton.jit
 def _sample_masked_kernel(
     logits_ptr, stride_lb, stride_ll,
-    mask_ptr, stride_mb, stride_ml,
+    mask_ptr, stride_mb, stride_ml, row_ids_ptr,
     rng_ptr, suppress_ptr, n_suppress,
     temperature_ptr, top_k_ptr, top_p_ptr, score_temperature_ptr,
     tokens_ptr, scores_ptr,
@@ -70,15 +70,25 @@ def _sample_masked_kernel(
     HAS_TOP_K: tl.constexpr,
     HAS_TOP_P: tl.constexpr,
     HAS_SCORE_TEMPERATURE: tl.constexpr,
+    HAS_ROW_IDS: tl.constexpr,
+    SHIFT: tl.constexpr,
     STREAM_SALT: tl.constexpr,
     BLOCK_V: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    b = pid // L
-    l = pid % L
-    masked = tl.load(mask_ptr + b * stride_mb + l * stride_ml) != 0
+    if HAS_ROW_IDS:
+        # gathered rows [R, V]: row_ids holds each row's canvas position b * L + l, -1 for padding
+        row = tl.load(row_ids_ptr + pid)
+        masked = row >= 0
+        row_ptr = logits_ptr + pid.to(tl.int64) * stride_lb
+    else:
+        # the canvas [B, L, V]: position (b, l) reads row (b, l - SHIFT), clamped at 0
+        b = pid // L
+        l = pid % L
+        row = pid
+        masked = tl.load(mask_ptr + b * stride_mb + l * stride_ml) != 0
+        row_ptr = logits_ptr + b.to(tl.int64) * stride_lb + tl.maximum(l - SHIFT, 0).to(tl.int64) * stride_ll
     if masked:
-        row_ptr = logits_ptr + b.to(tl.int64) * stride_lb + l.to(tl.int64) * stride_ll
         t = tl.load(temperature_ptr)
         sampling = t > 0
         t = tl.where(sampling, t, 1.0)  # argmax scores on softmax(logits)
@@ -124,7 +134,7 @@ def _sample_masked_kernel(
         key_a = tl.zeros((), tl.uint32)
         key_b = tl.zeros((), tl.uint32)
         if sampling:
-            key_a, key_b = row_keys(rng_ptr, pid, STREAM_SALT)
+            key_a, key_b = row_keys(rng_ptr, row, STREAM_SALT)
         # one pass: online log-sum-exp of the score distribution zs = raw / score_t over the kept set,
         # running second-largest zs (margin), sum of exp(zs - m) * (zs - m) (entropy: shifted by the
         # running max m so that a peaked distribution keeps its precision), and the Gumbel-max
@@ -194,47 +204,74 @@ def default_block_v(vocab: int) -> int:
     return min(triton.next_power_of_2(vocab), 4096)
 
 
-def sample_masked_triton(logits, mask, rng_state, *, temperature=0.0, top_k=None, top_p=None, score="confidence",
-                         suppress_ids=None, score_temperature=None, block_v=None, out=None):
-    """Launch the sampling kernel; see :func:`fastdiff.ops.sample_masked` for the contract.
+def sample_masked_triton(logits, mask, rng_state, *, logits_shift=False, block_v=None, out=None, **options):
+    """Launch the sampling kernel over a canvas; see :func:`fastdiff.ops.sample_masked` for the contract.
 
-    ``block_v`` overrides the vocabulary chunk (a power of two). ``out`` is an optional pair of
-    preallocated contiguous ``(tokens int64 [B, L], scores fp32 [B, L])``; every element is written.
+    ``options``: temperature, top_k, top_p, score, suppress_ids, score_temperature. ``block_v``
+    overrides the vocabulary chunk (a power of two). ``out`` is an optional pair of preallocated
+    contiguous ``(tokens int64 [B, L], scores fp32 [B, L])``; every element is written.
     """
     B, L, V = logits.shape
+    return _launch(logits, logits.stride(0), logits.stride(1), (B, L), rng_state, options, block_v, out,
+                   mask=mask, shift=logits_shift)
+
+
+def sample_rows_triton(logits_rows, row_ids, rng_state, *, block_v=None, out=None, **options):
+    """Launch the sampling kernel over gathered rows ``[R, V]`` (the masked-row LM head).
+
+    ``row_ids`` int64 ``[R]``: the canvas position ``b * L + l`` of each row, or ``-1`` for padding.
+    Returns ``(tokens, scores)`` of shape ``[R]``; see
+    :func:`fastdiff.kernels.reference.sample_rows_reference`.
+    """
+    R, V = logits_rows.shape
+    return _launch(logits_rows, logits_rows.stride(0), 0, (R,), rng_state, options, block_v, out,
+                   row_ids=row_ids.contiguous())
+
+
+def _launch(logits, stride_rows, stride_cols, shape, rng_state, options, block_v, out, mask=None, row_ids=None,
+            shift=False):
+    V = logits.shape[-1]
     if logits.stride(-1) != 1:
         raise ValueError("logits must be contiguous along the vocabulary (stride 1 in the last dimension)")
     if logits.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise TypeError(f"the triton backend reads fp32, bf16 or fp16 logits, got {logits.dtype}")
     device = logits.device
     if out is None:
-        out = (torch.empty(B, L, dtype=torch.int64, device=device), torch.empty(B, L, dtype=torch.float32, device=device))
+        out = (torch.empty(shape, dtype=torch.int64, device=device), torch.empty(shape, dtype=torch.float32, device=device))
     tokens, scores = out
-    if tokens.shape != (B, L) or scores.shape != (B, L) or not (tokens.is_contiguous() and scores.is_contiguous()):
-        raise ValueError(f"out must be two contiguous [{B}, {L}] tensors")
+    if tokens.shape != shape or scores.shape != shape or not (tokens.is_contiguous() and scores.is_contiguous()):
+        raise ValueError(f"out must be two contiguous {list(shape)} tensors")
     if tokens.dtype != torch.int64 or scores.dtype != torch.float32:
         raise TypeError("out must be (int64 tokens, float32 scores)")
-    if B * L == 0:
+    programs = tokens.numel()
+    if programs == 0:
         return tokens, scores
-    if suppress_ids is None:
-        suppress_ids = torch.empty(0, dtype=torch.int64, device=device)
     block = block_v or default_block_v(V)
     if block & (block - 1):
         raise ValueError(f"block_v must be a power of two, got {block}")
-    _sample_masked_kernel[(B * L,)](
-        logits, logits.stride(0), logits.stride(1),
-        mask.view(torch.int8), mask.stride(0), mask.stride(1),
+    suppress_ids = options.get("suppress_ids")
+    if suppress_ids is None:
+        suppress_ids = torch.empty(0, dtype=torch.int64, device=device)
+    top_k, top_p = options.get("top_k"), options.get("top_p")
+    score_temperature = options.get("score_temperature")
+    mask_arg = mask.view(torch.int8) if mask is not None else tokens
+    _sample_masked_kernel[(programs,)](
+        logits, stride_rows, stride_cols,
+        mask_arg, mask.stride(0) if mask is not None else 0, mask.stride(1) if mask is not None else 0,
+        row_ids if row_ids is not None else tokens,
         rng_state, suppress_ids, suppress_ids.numel(),
-        _as_device_scalar(temperature, torch.float32, device),
+        _as_device_scalar(options.get("temperature", 0.0), torch.float32, device),
         _as_device_scalar(top_k if top_k is not None else V, torch.int32, device),
         _as_device_scalar(top_p if top_p is not None else 1.0, torch.float32, device),
         _as_device_scalar(score_temperature if score_temperature is not None else 1.0, torch.float32, device),
         tokens, scores,
-        L, V,
-        SCORE=_SCORE_CODES[score],
+        shape[-1] if mask is not None else 1, V,
+        SCORE=_SCORE_CODES[options.get("score", "confidence")],
         HAS_TOP_K=top_k is not None,
         HAS_TOP_P=top_p is not None,
         HAS_SCORE_TEMPERATURE=score_temperature is not None,
+        HAS_ROW_IDS=row_ids is not None,
+        SHIFT=1 if shift else 0,
         STREAM_SALT=stream_salt(STREAM_SAMPLE),
         BLOCK_V=block,
         num_warps=4 if block <= 1024 else 8,

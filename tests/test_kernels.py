@@ -331,3 +331,29 @@ def test_graph_replays_draw_fresh_noise_and_seed_reproduces(fresh_seed):
     eager = ops.sample_masked(logits, mask, temperature=1.0, seed=torch.tensor([fresh_seed, 0], device="cuda"),
                               backend="triton")[0]
     assert torch.equal(first, eager)
+
+
+def test_logits_shift_and_gathered_rows_draw_like_the_canvas(fresh_seed):
+    from fastdiff.kernels.sample_masked import sample_masked_triton, sample_rows_triton
+
+    B, L, V = 2, 6, 90
+    logits = _logits(B, L, V, torch.float32, fresh_seed)
+    mask = (torch.rand(B, L, generator=torch.Generator().manual_seed(fresh_seed)) < 0.7).to(DEVICE)
+    mask[0, 0] = True  # position 0 reads its own row
+    state = torch.tensor([fresh_seed, 6], device=DEVICE)
+    options = dict(temperature=0.9, score="margin", block_v=32)
+    shifted = sample_masked_triton(logits, mask, state, logits_shift=True, **options)
+    expected = reference.sample_masked_reference(logits, mask, state, logits_shift=True, temperature=0.9,
+                                                 score="margin")
+    _assert_same_draw(shifted, expected)
+    # gathering the masked rows (padded with -1) gives the same draw as the canvas path
+    flat = mask.flatten().nonzero()[:, 0]
+    row_ids = torch.cat([flat, torch.full((3,), -1, device=DEVICE)])
+    source = flat // L * L + (flat % L - 1).clamp(min=0)
+    rows = torch.cat([logits.reshape(B * L, V)[source], torch.zeros(3, V, device=DEVICE)])
+    tokens, scores = sample_rows_triton(rows, row_ids, state, **options)
+    assert torch.equal(tokens[: len(flat)], shifted[0].flatten()[flat])
+    torch.testing.assert_close(scores[: len(flat)], shifted[1].flatten()[flat])
+    assert (tokens[len(flat):] == -1).all() and torch.isneginf(scores[len(flat):]).all()
+    ref_tokens, _ = reference.sample_rows_reference(rows, row_ids, state, temperature=0.9, score="margin")
+    assert torch.equal(tokens, ref_tokens)
