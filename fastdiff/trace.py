@@ -54,6 +54,7 @@ MUTED_TEXT: RGB = (139, 148, 158)
 FIXED, SPECIAL, MASKED, NEW, KEPT = "fixed", "special", "masked", "new", "kept"
 
 MASK_GLYPH = "\u2591"  # light shade, the terminal's masked slot
+UNSCORED_LABEL = "changed later"  # the legend of grey tokens
 _MONOSPACE_FONTS = ("DejaVuSansMono.ttf", "LiberationMono-Regular.ttf", "Menlo.ttc", "consola.ttf",
                     "Courier New.ttf", "cour.ttf")
 
@@ -97,6 +98,13 @@ class Trace:
     def fixed(self) -> torch.Tensor:
         """bool ``[L]``: positions the sampler did not fill."""
         return self.initial_ids != self.mask_token_id
+
+    @property
+    def has_unscored(self) -> bool:
+        """Whether some generated token is shown without a score (changed later, or EOS fill): the
+        legends then explain the grey."""
+        shown = (self.token_ids != self.mask_token_id) & ~self.fixed
+        return bool((shown & torch.isnan(self.scores)).any())
 
 
 @dataclass(frozen=True)
@@ -323,8 +331,9 @@ class _GifPainter:
 
     def _legend_items(self) -> List[Tuple[str, str]]:
         low, high = self.trace.score_range
-        return [("bar", f"{low:.2f}"), ("label", f"{high:.2f} {self.trace.score_name}"), ("new", "new"),
-                ("masked", "masked"), ("fixed", "prompt")]
+        items = [("bar", f"{low:.2f}"), ("label", f"{high:.2f} {self.trace.score_name}"), ("new", "new"),
+                 ("masked", "masked"), ("fixed", "prompt")]
+        return items + [("unscored", UNSCORED_LABEL)] if self.trace.has_unscored else items
 
     def _legend_width(self, draw) -> int:
         return round(sum(self._legend_item_width(draw, kind, label) for kind, label in self._legend_items()))
@@ -392,34 +401,25 @@ class _GifPainter:
         from PIL import Image, ImageOps
 
         x = float(self.pad)
-        gap = self.cell_w * 2
         for kind, label in self._legend_items():
+            text_w = draw.textlength(label, font=self.small)
             if kind == "bar":
                 draw.text((x, y), label, font=self.small, fill=MUTED_TEXT)
-                x += draw.textlength(label, font=self.small) + self.cell_w * 0.6
                 ramp = Image.linear_gradient("L").transpose(Image.Transpose.TRANSPOSE)  # black left, white right
                 ramp = ramp.resize((self._bar_width(), max(self.text_h // 2, 4)))
                 bar = ImageOps.colorize(ramp, black=SCALE_LOW, mid=SCALE_MID, white=SCALE_HIGH)
-                image.paste(bar, (round(x), round(y + self.text_h / 4)))
-                x += self._bar_width() + self.cell_w * 0.6
-            elif kind == "label":
-                draw.text((x, y), label, font=self.small, fill=MUTED_TEXT)
-                x += draw.textlength(label, font=self.small) + gap
+                image.paste(bar, (round(x + text_w + self.cell_w * 0.6), round(y + self.text_h / 4)))
             elif kind == "new":  # drawn like a token committed at this step
-                text_w = draw.textlength(label, font=self.small)
                 draw.rounded_rectangle((x, y - 2, x + text_w + self.cell_w, y + self.text_h), radius=3, fill=SCALE_MID)
                 draw.text((x + self.cell_w / 2, y), label, font=self.small, fill=NEW_TEXT)
-                x += text_w + self.cell_w + gap
             elif kind == "masked":
                 draw.rounded_rectangle((x, y - 2, x + self.cell_w * 2.5, y + self.text_h), radius=3, fill=MASK_FILL,
                                        outline=MASK_OUTLINE)
-                x += self.cell_w * 3.1
-                draw.text((x, y), label, font=self.small, fill=MUTED_TEXT)
-                x += draw.textlength(label, font=self.small) + gap
+                draw.text((x + self.cell_w * 3.1, y), label, font=self.small, fill=MUTED_TEXT)
             else:
-                draw.text((x, y), label, font=self.small, fill=FIXED_TEXT)
-                x += draw.textlength(label, font=self.small) + gap
-
+                colour = {"label": MUTED_TEXT, "fixed": FIXED_TEXT}.get(kind, UNKNOWN_TEXT)
+                draw.text((x, y), label, font=self.small, fill=colour)
+            x += self._legend_item_width(draw, kind, label)
 
 def render_frame(trace: Trace, step: int, *, width: int = 64, font_size: int = 16):
     """Draw the canvas after ``step`` (0-based) as an image.
@@ -509,7 +509,7 @@ def trace_data(trace: Trace, width: int = 64) -> dict:
     return {
         "title": trace.title, "scoreName": trace.score_name, "scoreRange": list(trace.score_range),
         "steps": trace.num_steps, "slots": [[s.line, s.cells, s.line_start] for s in slots], "texts": texts,
-        "initial": initial, "changes": changes,
+        "initial": initial, "changes": changes, "hasUnscored": trace.has_unscored, "unscoredLabel": UNSCORED_LABEL,
         "colours": {"low": _hex(SCALE_LOW), "mid": _hex(SCALE_MID), "high": _hex(SCALE_HIGH),
                     "fixed": _hex(FIXED_TEXT), "special": _hex(SPECIAL_TEXT), "unknown": _hex(UNKNOWN_TEXT),
                     "maskFill": _hex(MASK_FILL), "maskOutline": _hex(MASK_OUTLINE), "newText": _hex(NEW_TEXT),
@@ -567,7 +567,7 @@ _HTML_TEMPLATE = """<!DOCTYPE html>
   <span><span class="swatch" style="background: __HIGH__"></span> new</span>
   <span><span class="swatch masked"></span> masked</span>
   <span style="color: var(--fixed)">prompt</span>
-  <span style="color: __UNKNOWN__">re-masked later</span>
+  <span id="unscored" style="color: __UNKNOWN__"></span>
 </div>
 <script id="trace-data" type="application/json">__DATA__</script>
 <script>
@@ -588,6 +588,7 @@ _HTML_TEMPLATE = """<!DOCTYPE html>
   document.title = data.title + " \\u00b7 denoising trace";
   document.getElementById("low").textContent = data.scoreRange[0].toFixed(2);
   document.getElementById("high").textContent = data.scoreRange[1].toFixed(2) + " " + data.scoreName;
+  if (data.hasUnscored) document.getElementById("unscored").textContent = data.unscoredLabel;
   const canvas = document.getElementById("canvas");
   const spans = [];
   let line = null;
@@ -612,7 +613,7 @@ _HTML_TEMPLATE = """<!DOCTYPE html>
       if (data.slots[p][2]) shown = shown.replace(/^ +/, "");
       span.textContent = shown;
       if (kind !== "masked") { if (kind === "special") span.classList.add("special"); continue; }
-      const scoreText = f.score[p] === null ? "unknown (changed later)" : f.score[p].toFixed(3);
+      const scoreText = f.score[p] === null ? "unknown" : f.score[p].toFixed(3);
       span.title = JSON.stringify(data.texts[t]) + "  " + data.scoreName + " " + scoreText +
                    "  committed at step " + (f.changedAt[p] + 1);
       if (f.changedAt[p] === step - 1) { span.classList.add("new"); span.style.background = f.colour[p]; fresh++; }
@@ -727,7 +728,8 @@ def terminal_frame(trace: Trace, step: int, slots: List[Slot]) -> List[str]:
     ramp = "".join(_fg(score_colour(low + (high - low) * i / 11, trace.score_range)) + "\u2588" for i in range(12))
     lines.append(f"{_fg(MUTED_TEXT)}{low:.2f} {ramp}{_RESET}{_fg(MUTED_TEXT)} {high:.2f} {trace.score_name}   "
                  f"{_bg(SCALE_MID)}{_fg(NEW_TEXT)}new{_RESET}   {_fg(MASK_OUTLINE)}{MASK_GLYPH * 2}"
-                 f"{_fg(MUTED_TEXT)} masked   {_fg(FIXED_TEXT)}prompt{_RESET}")
+                 f"{_fg(MUTED_TEXT)} masked   {_fg(FIXED_TEXT)}prompt{_RESET}"
+                 + (f"   {_fg(UNKNOWN_TEXT)}{UNSCORED_LABEL}{_RESET}" if trace.has_unscored else ""))
     return lines
 
 

@@ -58,6 +58,11 @@ def _byte_bpe_tokenizer():
 
 
 @pytest.fixture(scope="module")
+def byte_bpe():
+    return _byte_bpe_tokenizer()
+
+
+@pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A RoBERTa masked LM (random weights) and a WordPiece tokenizer in a directory."""
     from transformers import RobertaConfig, RobertaForMaskedLM
@@ -153,8 +158,8 @@ def test_flags_reach_the_sampler_config():
 # ----------------------------------------------------------------------------------------------
 # input encoding
 # ----------------------------------------------------------------------------------------------
-def test_encode_template_with_byte_level_bpe():
-    tokenizer = _byte_bpe_tokenizer()
+def test_encode_template_with_byte_level_bpe(byte_bpe):
+    tokenizer = byte_bpe
     mask = tokenizer.mask_token_id
     encoded = cli.encode_input("the cat [MASK*3] on the [MASK].", tokenizer, mask)
     tokens = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
@@ -168,8 +173,8 @@ def test_encode_template_with_byte_level_bpe():
     assert prompt.ids == tokens("the cat") and not prompt.is_template and prompt.holes == []
 
 
-def test_encode_template_holes():
-    tokenizer = _byte_bpe_tokenizer()
+def test_encode_template_holes(byte_bpe):
+    tokenizer = byte_bpe
     mask = tokenizer.mask_token_id
     encoded = cli.encode_input("[MASK*2] sat [MASK]", tokenizer, mask, special_tokens=False)
     sat = tokenizer(" sat", add_special_tokens=False)["input_ids"]
@@ -181,9 +186,9 @@ def test_encode_template_holes():
         cli.encode_input("", tokenizer, mask, special_tokens=False)
 
 
-@pytest.mark.parametrize("make_tokenizer", [_byte_bpe_tokenizer, _wordpiece_tokenizer])
-def test_token_texts_join_into_the_decoded_text(make_tokenizer):
-    tokenizer = make_tokenizer()
+@pytest.mark.parametrize("kind", ["byte-level BPE", "WordPiece"])
+def test_token_texts_join_into_the_decoded_text(byte_bpe, kind):
+    tokenizer = byte_bpe if kind == "byte-level BPE" else _wordpiece_tokenizer()
     text = "the cat was running over the lazy dog"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     token_text = cli.token_text_fn(tokenizer)
@@ -261,17 +266,30 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_bar_counts_the_steps(capsys, monkeypatch, model_dir):
+    import tqdm
+
+    bars = []
+
+    class RecordedBar(tqdm.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.shown = not self.disable  # close() disables the bar
+            bars.append(self)
+
+    monkeypatch.setattr(tqdm, "tqdm", RecordedBar)
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     code, out, _ = _run(capsys, ["generate", "--model", model_dir, PROMPT, "--gen-length", 12, "--steps", 6])
     assert code == 0
-    bar = terminal.getvalue()
-    assert "denoising" in bar and "6/6" in bar
-    assert re.findall(r"(\d+)/6", bar)[-1] == "6"
+    bar, = [b for b in bars if b.desc == "denoising"]
+    assert bar.total == 6 and bar.n == 6 and bar.shown
+    assert "denoising" in terminal.getvalue()
+    bars.clear()
     quiet = _Terminal()
     monkeypatch.setattr(sys, "stderr", quiet)
-    assert cli.main(["generate", "--model", str(model_dir), PROMPT, "--gen-length", "12", "--steps", "6", "-q"]) == 0
-    assert quiet.getvalue() == ""
+    code, out, _ = _run(capsys, ["generate", "--model", model_dir, PROMPT, "--gen-length", 12, "--steps", 6, "-q"])
+    assert code == 0 and quiet.getvalue() == ""
+    assert bars and not any(b.shown for b in bars)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def test_build_trace_follows_the_history(generation, trace):
     expected = out.confidences[0].expand_as(trace.scores)
     assert torch.equal(trace.scores[generated], expected[generated])
     assert torch.isnan(trace.scores[~generated]).all()
-    assert trace.score_range == (0.0, 1.0)
+    assert trace.score_range == (0.0, 1.0) and not trace.has_unscored
     assert set(trace.texts) == (set(trace.token_ids.unique().tolist()) | set(initial[0].tolist())) - {MASK_ID}
 
 
@@ -68,6 +68,8 @@ def test_scores_of_tokens_changed_later_are_unknown(tiny_roberta, fresh_seed):
     assert torch.equal(known, shown & unchanged_after & (trace.token_ids == final))
     remasked = shown & ~unchanged_after
     assert remasked.any(), "re-masking at ratio 0.5 must re-mask some committed token"
+    assert trace.has_unscored and tracing.trace_data(trace)["hasUnscored"]
+    assert tracing.UNSCORED_LABEL in tracing.terminal_frame(trace, 0, tracing.layout(trace, 40))[-1]
 
 
 def test_build_trace_errors(tiny_roberta, generation):
