@@ -34,15 +34,14 @@ import time
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
 
 import fastdiff
+from fastdiff import GenerationOutput
 from fastdiff.config import SamplerConfig
-
-if TYPE_CHECKING:
-    import torch
-
-    from fastdiff import GenerationOutput
 
 DEMO_MODEL_DIR = Path(fastdiff.__file__).resolve().parent / "demo_model"
 BENCH_SUITE = Path(fastdiff.__file__).resolve().parent.parent / "benchmarks" / "suite.py"
@@ -224,10 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------------
 # model, device, input
 # ----------------------------------------------------------------------------------------------
-def resolve_device(name: str):
+def resolve_device(name: str) -> torch.device:
     """``"auto"``: CUDA if available, else CPU; otherwise a ``torch.device`` that exists here."""
-    import torch
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -239,9 +236,8 @@ def resolve_device(name: str):
     return device
 
 
-def resolve_dtype(name: str, device):
-    import torch
-
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``"auto"``: float32 on the CPU; on CUDA bfloat16, or float16 without bf16 support."""
     if name == "auto":
         if device.type != "cuda":
             return torch.float32
@@ -389,7 +385,7 @@ class Run:
     output: GenerationOutput  # sequences moved to the CPU
     seconds: float
     config: SamplerConfig
-    prompt_length: int
+    tokens_per_row: int  # tokens the sampler filled in each row
     mask_token_id: int
 
 
@@ -413,7 +409,6 @@ def _progress_hook(bar) -> Callable:
 def run_generation(args: argparse.Namespace, model, tokenizer, config: SamplerConfig, device, batch: int) -> Run:
     """Tokenise ``args.text``, run ``Sampler.generate`` or ``Sampler.infill`` with a progress bar on
     stderr (unless ``--quiet`` or stderr is not a terminal), and time it."""
-    import torch
     from tqdm import tqdm
 
     from fastdiff import Sampler
@@ -448,14 +443,13 @@ def run_generation(args: argparse.Namespace, model, tokenizer, config: SamplerCo
     except (ValueError, TypeError) as error:
         raise CLIError(str(error)) from None
     return Run(encoded=encoded, initial=initial.cpu(), output=output, seconds=seconds, config=config,
-               prompt_length=len(encoded.ids), mask_token_id=mask_id)
+               tokens_per_row=to_fill, mask_token_id=mask_id)
 
 
 def _summary(run: Run, label: str, device, dtype) -> str:
-    rows, _ = run.output.sequences.shape
-    tokens = rows * ((run.output.sequences.shape[1] - run.prompt_length) if not run.encoded.is_template
-                     else sum(end - start for start, end in run.encoded.holes))
-    return (f"{label}: {rows} x {tokens // rows} tokens in {run.output.nfe} steps, {run.seconds:.2f} s "
+    rows = run.output.sequences.shape[0]
+    tokens = rows * run.tokens_per_row
+    return (f"{label}: {rows} x {run.tokens_per_row} tokens in {run.output.nfe} steps, {run.seconds:.2f} s "
             f"({tokens / max(run.seconds, 1e-9):.0f} tokens/s) on {device} {_dtype_name(dtype)}, "
             f"seed {run.config.seed}")
 
@@ -467,6 +461,12 @@ def _dtype_name(dtype) -> str:
 # ----------------------------------------------------------------------------------------------
 # commands
 # ----------------------------------------------------------------------------------------------
+def _require_positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+
+
 def _prepare(args: argparse.Namespace, **forced):
     config = _config_from_args(args, **forced)
     device = resolve_device(args.device)
@@ -477,8 +477,7 @@ def _prepare(args: argparse.Namespace, **forced):
 
 def command_generate(args: argparse.Namespace) -> int:
     """``fastdiff generate``: print the texts, or one JSON object with ``--json``."""
-    if args.batch < 1:
-        raise CLIError(f"--batch must be >= 1, got {args.batch}")
+    _require_positive(args, "batch")
     config, device, dtype, model, tokenizer, label = _prepare(args)
     run = run_generation(args, model, tokenizer, config, device, args.batch)
     out = run.output
@@ -490,7 +489,7 @@ def command_generate(args: argparse.Namespace) -> int:
             sample["fills"] = [tokenizer.decode(ids[start:end], skip_special_tokens=True)
                                for start, end in run.encoded.holes]
         else:
-            sample["completion"] = tokenizer.decode(ids[run.prompt_length:], skip_special_tokens=True)
+            sample["completion"] = tokenizer.decode(ids[len(run.encoded.ids):], skip_special_tokens=True)
         if out.history is not None:
             sample["history"] = [canvas[row].tolist() for canvas in out.history]
         samples.append(sample)
@@ -520,9 +519,7 @@ def command_trace(args: argparse.Namespace) -> int:
             raise CLIError(f"-o {path}: unknown format {path.suffix or '(no suffix)'!r}: use .gif or .html")
         if not path.parent.is_dir():
             raise CLIError(f"-o {path}: no such directory {str(path.parent)!r}")
-    for name in ("width", "frame_ms", "font_size"):
-        if getattr(args, name) < 1:
-            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    _require_positive(args, "width", "frame_ms", "font_size")
     config, device, dtype, model, tokenizer, label = _prepare(args, return_history=True)
     run = run_generation(args, model, tokenizer, config, device, 1)
     if not args.quiet:
@@ -544,16 +541,44 @@ def command_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+class RandomMaskedLM(nn.Module):
+    """A small bidirectional transformer masked LM in plain PyTorch, for the demo without a trained
+    model: token and position embeddings, encoder layers, an LM head (RoBERTa's shape, without the
+    seconds that importing transformers takes).
+
+    Args:
+        vocab_size: tokens in the vocabulary.
+        max_length: the longest canvas.
+        width: hidden size; ``heads`` attention heads, ``layers`` encoder layers.
+
+    Example:
+        >>> model = RandomMaskedLM(vocab_size=100, max_length=32).eval()
+        >>> model(torch.zeros(2, 10, dtype=torch.int64)).shape
+        torch.Size([2, 10, 100])
+    """
+
+    def __init__(self, vocab_size: int, max_length: int, width: int = 128, heads: int = 4, layers: int = 2):
+        super().__init__()
+        self.tokens = nn.Embedding(vocab_size, width)
+        self.positions = nn.Embedding(max_length, width)
+        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, activation="gelu", batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(width, vocab_size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """int64 ``[B, L]`` ids (and ``[B, L]`` 0/1 attention, 0 = padding) -> fp32 logits ``[B, L, V]``."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        hidden = self.tokens(input_ids) + self.positions(positions)
+        padding = attention_mask == 0 if attention_mask is not None else None
+        return self.head(self.encoder(hidden, src_key_padding_mask=padding))
+
+
 def command_demo(args: argparse.Namespace) -> int:
     """``fastdiff demo``: time a small generation. With the bundled demo model it prints text;
-    without one, a random-init RoBERTa prints its canvas of token ids."""
-    import torch
-
+    without one, a random-init transformer prints its canvas of token ids."""
     from fastdiff import Sampler
 
-    for name in ("steps", "gen_length", "batch"):
-        if getattr(args, name) < 1:
-            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    _require_positive(args, "steps", "gen_length", "batch")
     bundled = (DEMO_MODEL_DIR / "config.json").is_file()
     if bundled:
         model, tokenizer, _ = load_model(None, torch.device("cpu"), torch.float32, quiet=True)
@@ -562,17 +587,13 @@ def command_demo(args: argparse.Namespace) -> int:
         mask_id = tokenizer.mask_token_id
         title = f"bundled demo model, prompt {DEMO_PROMPT!r}"
     else:
-        from transformers import RobertaConfig, RobertaForMaskedLM
-
         # A model this small runs fastest on one thread, and is then not slowed down by busy cores.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         torch.manual_seed(args.seed)
-        model = RobertaForMaskedLM(RobertaConfig(vocab_size=1000, hidden_size=128, num_hidden_layers=2,
-                                                 num_attention_heads=4, intermediate_size=256,
-                                                 max_position_embeddings=258)).eval()
+        model = RandomMaskedLM(vocab_size=1000, max_length=16 + args.gen_length).eval()
         prompt, mask_id = torch.randint(5, 1000, (args.batch, 16)), 4
-        title = ("random-init RoBERTa (2 layers, vocab 1000; no demo model is bundled yet): "
+        title = ("random-init masked LM (2 transformer layers, vocab 1000; no demo model is bundled yet): "
                  "random weights give no text, only token ids")
     try:
         sampler = Sampler(model, mask_token_id=mask_id, steps=args.steps, temperature=0.8, top_p=0.95,
