@@ -166,6 +166,12 @@ def _add_input_flags(parser: argparse.ArgumentParser) -> None:
                         help="model dtype; auto: float32 on CPU, bfloat16 (float16 without bf16 support) on CUDA")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"),
                         help="sampling ops: auto (Triton kernels on CUDA, else PyTorch), torch or triton")
+    parser.add_argument("--cuda-graphs", default="auto", choices=("auto", "on", "off"),
+                        help="capture each denoising step in a CUDA graph: auto (on CUDA with the triton "
+                             "backend), on or off")
+    parser.add_argument("--masked-head", default=True, action=argparse.BooleanOptionalAction,
+                        help="run the LM head only on the rows that can be committed (default: on)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
     parser.add_argument("--mask-token-id", type=int, metavar="ID",
                         help="the mask token (default: the tokenizer's mask token)")
     parser.add_argument("--no-special-tokens", action="store_true",
@@ -399,11 +405,11 @@ def _config_from_args(args: argparse.Namespace, **forced) -> SamplerConfig:
         raise CLIError(str(error)) from None
 
 
-def _progress_hook(bar) -> Callable:
-    def on_step(step, canvas, logits) -> None:
-        bar.update(1)
+def _progress_callback(bar) -> Callable[[int, int], None]:
+    def progress(step: int, planned: int) -> None:
+        bar.update(step - bar.n)
 
-    return on_step
+    return progress
 
 
 def run_generation(args: argparse.Namespace, model, tokenizer, config: SamplerConfig, device, batch: int) -> Run:
@@ -427,10 +433,12 @@ def run_generation(args: argparse.Namespace, model, tokenizer, config: SamplerCo
     bar = tqdm(total=total, desc="denoising", unit="step", leave=False, file=sys.stderr,
                disable=True if args.quiet else None)
     try:
-        sampler = Sampler(model, mask_token_id=mask_id, config=config, backend=args.backend)
+        sampler = Sampler(model, mask_token_id=mask_id, config=config, backend=args.backend,
+                          cuda_graphs={"auto": "auto", "on": True, "off": False}[args.cuda_graphs],
+                          masked_head=args.masked_head, compile=args.compile)
         start = time.perf_counter()
         with bar:
-            hook = dict(on_step=_progress_hook(bar)) if not bar.disable else {}
+            hook = dict(progress=_progress_callback(bar)) if not bar.disable else {}
             if encoded.is_template:
                 output = sampler.infill(ids, **hook)
                 initial = ids
@@ -511,7 +519,6 @@ def command_generate(args: argparse.Namespace) -> int:
 def command_trace(args: argparse.Namespace) -> int:
     """``fastdiff trace``: one generation rendered as GIF / HTML / terminal animation."""
     from fastdiff import trace as tracing
-    from fastdiff.sampler import _score_kind
 
     outputs = [Path(p) for p in (args.output or ([] if args.terminal else DEFAULT_TRACE_OUTPUTS))]
     for path in outputs:
@@ -525,7 +532,7 @@ def command_trace(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(_summary(run, label, device, dtype), file=sys.stderr)
     trace = tracing.build_trace(run.output, run.initial, run.mask_token_id, token_text_fn(tokenizer),
-                                special_ids=tokenizer.all_special_ids, score_name=_score_kind(config.unmask),
+                                special_ids=tokenizer.all_special_ids, score_name=config.score_kind,
                                 title=f"fastdiff \u00b7 {label}")
     for path in outputs:
         if path.suffix.lower() == ".gif":

@@ -102,6 +102,12 @@ class SamplerConfig:
         return config
 
     @property
+    def score_kind(self) -> str:
+        """The score :func:`fastdiff.ops.sample_masked` computes for this ``unmask`` rule (and records as
+        commit confidence): ``"margin"``, ``"entropy"``, or ``"confidence"`` for the others."""
+        return self.unmask if self.unmask in ("margin", "entropy") else "confidence"
+
+    @property
     def eos_ids(self) -> Tuple[int, ...]:
         if self.eos_token_id is None:
             return ()

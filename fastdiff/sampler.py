@@ -146,8 +146,8 @@ class Sampler:
     # public entry points
     # ------------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def generate(self, prompt_ids: torch.Tensor, gen_length: int, attention_mask: Optional[torch.Tensor] = None,
-                 **overrides) -> GenerationOutput:
+    def generate(self, prompt_ids: torch.Tensor, gen_length: int, attention_mask: Optional[torch.Tensor] = None, *,
+                 progress: Optional[Callable[[int, int], None]] = None, **overrides) -> GenerationOutput:
         """Generate ``gen_length`` tokens after each prompt.
 
         Args:
@@ -156,6 +156,9 @@ class Sampler:
             attention_mask: ``[B, P]`` of 0/1: 0 marks left padding. Pad and prompt positions are never
                 modified, and a padded row gives the same result as that row alone (for models that
                 take ``position_ids``, or RoBERTa-style models).
+            progress: ``progress(step, planned_steps)`` called on the host after each step is issued (a
+                progress bar); unlike ``on_step`` it sees no tensor, so CUDA graphs and the masked-row
+                head stay on.
             **overrides: :class:`SamplerConfig` fields for this call.
 
         Returns:
@@ -185,16 +188,17 @@ class Sampler:
         real = torch.cat([real, torch.ones(B, gen_length, dtype=torch.bool, device=device)], dim=1)
         counts = [[gen_length] for _ in range(B)]  # editable count per row, identical rows
         return self._run(canvas, editable, real, padded=attention is not None and not bool(real.all()),
-                         region=(P, L), row_counts=counts, config=config)
+                         region=(P, L), row_counts=counts, config=config, progress=progress)
 
     @torch.inference_mode()
-    def infill(self, canvas_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-               **overrides) -> GenerationOutput:
+    def infill(self, canvas_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, *,
+               progress: Optional[Callable[[int, int], None]] = None, **overrides) -> GenerationOutput:
         """Fill every ``mask_token_id`` in ``canvas_ids``; all other positions stay as they are.
 
         Args:
             canvas_ids: int ``[B, L]`` (or ``[L]``) holding mask tokens at the holes.
             attention_mask: ``[B, L]`` of 0/1; positions with 0 are padding and never filled.
+            progress: as in :meth:`generate`.
             **overrides: :class:`SamplerConfig` fields for this call. ``block_length`` tiles the span
                 from the first to the last hole.
 
@@ -218,7 +222,7 @@ class Sampler:
             raise ValueError(f"canvas_ids hold no mask_token_id={self.mask_token_id} to fill")
         region = (int(columns[0]), int(columns[-1]) + 1)
         return self._run(canvas, editable, real, padded=not bool(real.all()), region=region,
-                         row_counts=editable_host, config=config)
+                         row_counts=editable_host, config=config, progress=progress)
 
     # ------------------------------------------------------------------------------------------
     # set-up
@@ -342,17 +346,19 @@ class Sampler:
     # ------------------------------------------------------------------------------------------
     # running the steps: eagerly, or replaying captured graphs
     # ------------------------------------------------------------------------------------------
-    def _run(self, canvas, editable, real, *, padded: bool, region, row_counts, config: SamplerConfig):
+    def _run(self, canvas, editable, real, *, padded: bool, region, row_counts, config: SamplerConfig, progress):
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress must be callable, got {type(progress).__name__}")
         B, L = canvas.shape
         device = canvas.device
         backend = resolve_backend(self.backend, device)
         plan = self._plan(config, region, row_counts, B, L, device)
         state = self._state(config, canvas, editable, real, padded)
         if self._graphs_wanted(config, device, backend):
-            result = self._run_graphed(state, plan, config, backend)
+            result = self._run_graphed(state, plan, config, backend, progress)
             if result is not None:
                 return result
-        return self._run_eager(state, plan, config, backend)
+        return self._run_eager(state, plan, config, backend, progress)
 
     def _hooks(self, config: SamplerConfig) -> bool:
         return config.on_step is not None or config.logits_hook is not None
@@ -389,7 +395,7 @@ class Sampler:
                 raise ValueError("cuda_graphs=True cannot run the per-step Python hooks on_step / logits_hook")
         return usable and not self._hooks(config)
 
-    def _run_eager(self, st: _State, plan: _Plan, config: SamplerConfig, backend: str) -> GenerationOutput:
+    def _run_eager(self, st: _State, plan: _Plan, config: SamplerConfig, backend: str, progress) -> GenerationOutput:
         B, L = st.canvas.shape
         buckets = self._row_buckets(plan, config, graphed=False, B=B, L=L)
         history = [] if config.return_history else None
@@ -409,6 +415,8 @@ class Sampler:
             if history is not None:
                 history.append(st.canvas.clone())
             nfe += 1
+            if progress is not None:
+                progress(nfe, plan.num_steps)
         return GenerationOutput(sequences=st.canvas.clone(), nfe=nfe, history=history,
                                 confidences=st.confidence.clone(), finished=st.done.clone())
 
@@ -423,7 +431,7 @@ class Sampler:
         return (tuple(st.canvas.shape), str(st.canvas.device), dtype, backend, st.attention_mask is not None,
                 plan.num_steps, tuple(plan.block_masks.shape), self._uses_head(config), structure)
 
-    def _run_graphed(self, st: _State, plan: _Plan, config: SamplerConfig, backend: str):
+    def _run_graphed(self, st: _State, plan: _Plan, config: SamplerConfig, backend: str, progress):
         """Replay captured steps; ``None`` when capture failed (the caller then runs eagerly)."""
         key = self._graph_key(st, plan, config, backend)
         if key in self._graph_failures:
@@ -456,6 +464,8 @@ class Sampler:
             entry.replays[buckets[i]]()
             if history is not None:
                 history.append(static.canvas.clone())
+            if progress is not None:
+                progress(i + 1, plan.num_steps)
             if can_stop and (i + 1) % GRAPH_CHECK_EVERY == 0 and not bool(static.work_left):
                 break
         bad_step = int(static.bad_step)
@@ -524,7 +534,7 @@ class Sampler:
         return dict(temperature=st.params["temperature"],
                     top_k=st.params["top_k"] if config.top_k is not None else None,
                     top_p=st.params["top_p"] if config.top_p is not None else None,
-                    score=_score_kind(config.unmask), suppress_ids=st.suppress_ids,
+                    score=config.score_kind, suppress_ids=st.suppress_ids,
                     score_temperature=st.params["score_temperature"] if config.score_temperature is not None else None)
 
     def _sample_full(self, st: _State, config: SamplerConfig, backend: str, eligible, step_index: int):
@@ -637,10 +647,6 @@ class Sampler:
         st.canvas.copy_(torch.where(after, eos_token, st.canvas))
         st.confidence.masked_fill_(after, float("nan"))
         st.done.logical_or_(newly_done)
-
-
-def _score_kind(unmask: str) -> str:
-    return unmask if unmask in ("margin", "entropy") else "confidence"
 
 
 def _check_ids(ids, name: str) -> torch.Tensor:

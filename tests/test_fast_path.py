@@ -316,3 +316,20 @@ def test_capture_impossible_falls_back_on_cuda():
         out = Sampler(model, MASK_ID, steps=4, cuda_graphs=True).generate(
             torch.tensor([[5, 6]], device="cuda"), gen_length=4)
     assert not (out.sequences == MASK_ID).any()
+
+
+@pytest.mark.parametrize("graphed", [False, True])
+def test_progress_callback_keeps_the_fast_path(monkeypatch, graphed):
+    capture = FakeCapture()
+    monkeypatch.setattr(graphs, "capture_step", capture)
+    monkeypatch.setattr(sampler_module.Sampler, "_graphs_wanted", lambda self, config, device, backend: graphed)
+    model = MODELS["roberta"]()
+    shapes, calls = [], []
+    model.lm_head.register_forward_hook(lambda module, inputs, output: shapes.append(output.dim()))
+    out = Sampler(model, 4, steps=5).generate(torch.randint(5, 300, (1, 4)), gen_length=10,
+                                              progress=lambda step, total: calls.append((step, total)))
+    assert calls == [(i, 5) for i in range(1, 6)] and out.nfe == 5
+    assert set(shapes) == {2}  # the masked-row head stayed on: [rows, V] logits
+    assert (capture.captures > 0) == graphed
+    with pytest.raises(TypeError, match="progress"):
+        Sampler(model, 4).generate(torch.randint(5, 300, (1, 4)), gen_length=4, progress=3)
