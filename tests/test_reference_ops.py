@@ -210,29 +210,25 @@ def test_select_topk_matches_brute_force_with_ties(threshold, fresh_seed):
 
 
 def test_gumbel_position_sampling_follows_softmax_of_scores(fresh_seed):
-    scores = torch.tensor([[1.0, 0.0, 2.0, 0.5, -1.0]])
-    eligible = torch.ones(1, 5, dtype=torch.bool)
-    eligible[0, 3] = False
+    n = 3000  # independent rows of one call: each row has its own noise
+    scores = torch.tensor([[1.0, 0.0, 2.0, 0.5, -1.0]]).expand(n, -1).contiguous()
+    eligible = torch.ones(n, 5, dtype=torch.bool)
+    eligible[:, 3] = False
     tau = 0.7
-    firsts = np.zeros(5)
-    pairs = 0
     state = torch.tensor([fresh_seed, 0])
-    for _ in range(3000):
-        chosen = ops.select_topk(scores, eligible, torch.tensor([1]), position_temperature=tau, seed=state,
-                                 backend="torch")
-        firsts[int(chosen[0].nonzero()[0, 0])] += 1
-        pair = ops.select_topk(scores, eligible, torch.tensor([2]), position_temperature=tau, seed=state,
-                               backend="torch")
-        pairs += int(pair[0, [0, 2]].all())
-        state[1] += 1
+    chosen = ops.select_topk(scores, eligible, 1, position_temperature=tau, seed=state, backend="torch")
+    firsts = np.bincount(chosen.nonzero()[:, 1].numpy(), minlength=5)
+    state[1] += 1
+    pair = ops.select_topk(scores, eligible, 2, position_temperature=tau, seed=state, backend="torch")
+    pairs = int(pair[:, [0, 2]].all(dim=-1).sum())
     probs = np.exp(scores[0].numpy() / tau) * eligible[0].numpy()
     probs /= probs.sum()
-    assert firsts[3] == 0
+    assert firsts.sum() == n and firsts[3] == 0
     assert _chi2_statistic(firsts, probs) < _chi2_bound(3)
     # without replacement: P({0, 2}) = p0 p2 / (1 - p0) + p2 p0 / (1 - p2)
     p0, p2 = probs[0], probs[2]
     expected = p0 * p2 / (1 - p0) + p2 * p0 / (1 - p2)
-    assert abs(pairs / 3000 - expected) < 5 * math.sqrt(expected * (1 - expected) / 3000)
+    assert abs(pairs / n - expected) < 5 * math.sqrt(expected * (1 - expected) / n)
 
 
 # ------------------------------------------------------------------------------------------------
