@@ -203,11 +203,11 @@ def test_origin_reveal_steps_follow_dreams_law(fresh_seed):
     """Each position is revealed at step i with probability t_i - t_{i+1} (the last step: t_last):
     with steps=4, eps=0.2, that is 0.2, 0.2, 0.2, 0.4."""
     torch.manual_seed(fresh_seed)
-    table = torch.randn(5, 12)
+    table = torch.randn(6, 12)
     table[:, 11] = -1e4
     law = torch.tensor([0.2, 0.2, 0.2, 0.4])
     reveal_steps = torch.zeros(4)
-    runs, positions = 300, 3
+    runs, positions = 150, 4
     for _ in range(runs):
         model = TableModel(table)
         out = diffusion_generate(model, torch.tensor([[5, 6]]), max_new_tokens=positions, steps=4, eps=0.2,
@@ -231,13 +231,14 @@ def test_alg_temp_samples_positions_from_softmax_of_scores(fresh_seed):
     confidence = torch.softmax(table[:3, :3], dim=-1).max(dim=-1).values
     law = torch.softmax(confidence / 0.2, dim=0)
     first = torch.zeros(3)
-    runs = 300
+    rows, runs = 60, 5
     for _ in range(runs):
         model = TableModel(table)
-        diffusion_generate(model, torch.tensor([[5]]), max_new_tokens=3, steps=2, alg="maskgit_plus", alg_temp=0.2,
-                           mask_token_id=7)
-        first += (model.inputs[1][0, 1:] != 7).float()
-    assert float(((first - law * runs).abs() / torch.sqrt(runs * law * (1 - law))).max()) < 4.5
+        diffusion_generate(model, torch.full((rows, 1), 5), max_new_tokens=3, steps=2, alg="maskgit_plus",
+                           alg_temp=0.2, mask_token_id=7)
+        first += (model.inputs[1][:, 1:] != 7).float().sum(dim=0)
+    samples = rows * runs
+    assert float(((first - law * samples).abs() / torch.sqrt(samples * law * (1 - law))).max()) < 4.5
 
 
 # ------------------------------------------------------------------------------------------------
@@ -283,9 +284,11 @@ def test_configuration_and_outputs(fresh_seed):
     assert result.sequences.shape == (4, 9) and torch.equal(result.sequences[0], result.sequences[1])
     expected, _ = dream_reference(model, prompt, max_new_tokens=4, steps=4, alg="topk_margin")
     assert torch.equal(result.sequences[::2], expected)
+    expected = dream_reference(model, prompt, max_new_tokens=3, steps=4, alg="entropy")[0]
     dreams_own = types.SimpleNamespace(steps=4, alg="entropy", max_new_tokens=3, temperature=0.0, unrelated=1)
-    assert torch.equal(diffusion_generate(model, prompt, dreams_own),
-                       dream_reference(model, prompt, max_new_tokens=3, steps=4, alg="entropy")[0])
+    assert torch.equal(diffusion_generate(model, prompt, dreams_own), expected)
+    assert torch.equal(diffusion_generate(model, prompt, {"steps": 4, "alg": "entropy", "max_new_tokens": 3}),
+                       expected)
 
 
 @pytest.mark.parametrize("kwargs,error,name", [

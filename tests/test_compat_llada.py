@@ -277,14 +277,14 @@ def test_random_remasking_picks_positions_uniformly(fresh_seed):
     table[:, 29] = -1e4
     table[6] *= 20  # a very confident position is no more likely to go first
     hits = torch.zeros(10)
-    runs = 200
+    rows, runs = 50, 4
     for _ in range(runs):
         model = TableModel(table)
-        llada.generate(model, torch.tensor([[5, 6, 7, 8]]), steps=2, gen_length=10, block_length=10,
-                       remasking="random", mask_id=29)
-        hits += (model.inputs[1][0, 4:] != 29).float()  # the 5 positions the first step committed
-    expected = runs / 2
-    assert float(((hits - expected).abs() / math.sqrt(runs / 4)).max()) < 4.5
+        llada.generate(model, torch.tensor([[5, 6, 7, 8]]).expand(rows, 4), steps=2, gen_length=10,
+                       block_length=10, remasking="random", mask_id=29)
+        hits += (model.inputs[1][:, 4:] != 29).float().sum(dim=0)  # the 5 positions the first step committed
+    samples = rows * runs
+    assert float(((hits - samples / 2).abs() / math.sqrt(samples / 4)).max()) < 4.5
 
 
 def test_temperature_samples_tempered_softmax_and_scores_untempered(fresh_seed):
@@ -299,17 +299,18 @@ def test_temperature_samples_tempered_softmax_and_scores_untempered(fresh_seed):
     table[1, :5] = torch.tensor([3.0, 0.0, 0.0, 0.0, 0.0])
     table[2, :2] = 1.5
     first, top = 0, 0
-    runs = 400
+    rows, runs = 100, 4
     for _ in range(runs):
         model = TableModel(table)
-        out = llada.generate(model, torch.tensor([[0]]), steps=2, gen_length=2, block_length=2, temperature=3.0,
-                             mask_id=5)
-        first += int(model.inputs[1][0, 1] != 5)
-        top += int(out[0, 1] == 0)
+        out = llada.generate(model, torch.zeros(rows, 1, dtype=torch.long), steps=2, gen_length=2, block_length=2,
+                             temperature=3.0, mask_id=5)
+        first += int((model.inputs[1][:, 1] != 5).sum())
+        top += int((out[:, 1] == 0).sum())
+    samples = rows * runs
     p_top = math.e / (math.e + 4)
-    assert abs(first / runs - p_top) < 5 * math.sqrt(p_top * (1 - p_top) / runs)
+    assert abs(first / samples - p_top) < 5 * math.sqrt(p_top * (1 - p_top) / samples)
     p_final_top = p_top * (2 - p_top)
-    assert abs(top / runs - p_final_top) < 5 * math.sqrt(p_final_top * (1 - p_final_top) / runs)
+    assert abs(top / samples - p_final_top) < 5 * math.sqrt(p_final_top * (1 - p_final_top) / samples)
 
 
 # ------------------------------------------------------------------------------------------------

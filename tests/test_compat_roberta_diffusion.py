@@ -53,16 +53,16 @@ def blog_reference(model, prefix, *, mask_token_id=MASK_ID, canvas_length=256, s
     position, then each generated position is masked with probability r or takes its drawn token.
     Returns (final canvas, canvas after each step)."""
     B, P = prefix.shape
-    x = torch.full((B, canvas_length), mask_token_id, dtype=torch.long)
+    x = torch.full((B, canvas_length), mask_token_id, dtype=torch.long, device=prefix.device)
     x[:, :P] = prefix
+    generated = torch.arange(canvas_length, device=prefix.device) >= P
     history = []
     for j in range(steps):
         ratio = (steps - 1 - j) / steps
         logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
         probs = F.softmax(_keep_top_k_top_p(logits, top_k, top_p), dim=-1)
         drawn = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).reshape(B, canvas_length)
-        masked_again = torch.rand(B, canvas_length) < ratio
-        generated = torch.arange(canvas_length) >= P
+        masked_again = torch.rand(B, canvas_length, device=prefix.device) < ratio
         x = torch.where(generated, torch.where(masked_again, mask_token_id, drawn), x)
         history.append(x.clone())
     return x, history
@@ -75,9 +75,9 @@ def confident_reference(model, prefix, *, mask_token_id=MASK_ID, canvas_length=2
     probability under softmax(logits / temperature) is >= threshold, or else the most confident one
     of the row. Returns (final canvas, number of steps)."""
     B, P = prefix.shape
-    x = torch.full((B, canvas_length), mask_token_id, dtype=torch.long)
+    x = torch.full((B, canvas_length), mask_token_id, dtype=torch.long, device=prefix.device)
     x[:, :P] = prefix
-    masked = torch.arange(canvas_length).expand(B, canvas_length) >= P
+    masked = torch.arange(canvas_length, device=prefix.device).expand(B, canvas_length) >= P
     steps = 0
     while bool(masked.any()):
         steps += 1
@@ -171,28 +171,29 @@ def test_blog_sampler_laws_match_the_blogs(fresh_seed):
     is masked with probability (9 - j) / 10 in both samplers, and the final tokens follow the
     filtered softmax in both."""
     torch.manual_seed(fresh_seed)
-    vocab, positions, runs = 80, 20, 80
+    vocab, positions, rows, runs = 80, 20, 40, 3
     row = torch.randn(vocab) * 2
     row[MASK_ID] = -1e4
     table = row.expand(26, vocab)
-    prefix = torch.tensor([[0, 11, 12, 13, 14, 2]])
+    prefix = torch.tensor([[0, 11, 12, 13, 14, 2]]).expand(rows, 6)
     filtered = F.softmax(_keep_top_k_top_p(row, 50, 0.95), dim=-1)
     masked_mine, masked_blog = torch.zeros(10), torch.zeros(10)
     tokens_mine, tokens_blog = torch.zeros(vocab), torch.zeros(vocab)
     for _ in range(runs):
         out = generate(TableModel(table), prefix, mask_token_id=MASK_ID, pad_token_id=PAD_ID, canvas_length=26,
                        prefix_length=6, return_history=True)
-        left = [float((h[0, 6:] == MASK_ID).sum()) for h in out.history]
+        left = [float((h[:, 6:] == MASK_ID).sum()) for h in out.history]
         masked_mine += torch.tensor(left + [0.0] * (10 - len(left)))  # it stops once nothing is masked
-        tokens_mine += torch.bincount(out.sequences[0, 6:], minlength=vocab)
+        tokens_mine += torch.bincount(out.sequences[:, 6:].reshape(-1), minlength=vocab)
         final, history = blog_reference(TableModel(table), prefix, canvas_length=26)
-        masked_blog += torch.tensor([float((h[0, 6:] == MASK_ID).sum()) for h in history])
-        tokens_blog += torch.bincount(final[0, 6:], minlength=vocab)
+        masked_blog += torch.tensor([float((h[:, 6:] == MASK_ID).sum()) for h in history])
+        tokens_blog += torch.bincount(final[:, 6:].reshape(-1), minlength=vocab)
+    samples = rows * runs
     ratio = torch.arange(9, -1, -1) / 10
-    mean, sd = positions * ratio, torch.sqrt(positions * ratio * (1 - ratio) / runs)
+    mean, sd = positions * ratio, torch.sqrt(positions * ratio * (1 - ratio) / samples)
     for masked in (masked_mine, masked_blog):
-        assert float(((masked / runs - mean).abs() / sd.clamp(min=1e-9)).max()) < 4.5
-    expected = filtered * runs * positions
+        assert float(((masked / samples - mean).abs() / sd.clamp(min=1e-9)).max()) < 4.5
+    expected = filtered * samples * positions
     for tokens in (tokens_mine, tokens_blog):
         assert not bool(tokens[filtered == 0].any())
         present = filtered > 0

@@ -52,6 +52,9 @@ Where fastdiff differs from Dream's code:
   each row's own masks.
 * Dream can draw the mask token and scores over a softmax that includes it; fastdiff never draws it
   and scores over the other tokens (equal when the model gives the mask token zero probability).
+* Dream computes probabilities in the logits' dtype (bf16 for the released model: coarse scores with
+  many ties); fastdiff always in fp32, so greedy runs of a bf16 model can differ. Dream's entropy is
+  ``sum p log(p + 1e-10)``, fastdiff's ``sum p log p`` (at most ``1e-10`` per token apart).
 * Pad positions are never filled (Dream fills pad positions that hold the mask token id).
 * Unknown keyword arguments raise ``TypeError`` (Dream ignores them). A canvas without mask tokens
   returns at once, without calling the model or the hooks.
@@ -62,7 +65,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -167,12 +170,13 @@ def diffusion_generate(model, inputs: torch.Tensor, generation_config=None, **kw
         model: a Dream model (called as described in :class:`DreamModelRunner`, output with ``.logits``).
         inputs: int ``[B, P]`` prompt ids, left-padded when they differ in length. Mask tokens inside
             the prompt are filled too.
-        generation_config: a :class:`DreamGenerationConfig`, Dream's own config object or any object
-            with those attributes; ``None``: the defaults. Keyword arguments override it.
+        generation_config: a :class:`DreamGenerationConfig`, Dream's own config object, any object with
+            those attributes, or a dict of them; ``None``: the defaults. Keyword arguments override it.
         **kwargs: any :class:`DreamGenerationConfig` field, and
             ``attention_mask`` (``[B, P]`` of 0/1, 0 marking left padding),
             ``generation_tokens_hook_func(step, x, logits) -> x`` (called with ``step=None`` before the
-            first step, then after each step that runs, with Dream's step index) and
+            first step, then after each step that runs, with Dream's step index; returning ``None``
+            keeps the canvas) and
             ``generation_logits_hook_func(step, x, logits) -> logits`` (on the shifted logits, before
             sampling).
 
@@ -221,7 +225,8 @@ def diffusion_generate(model, inputs: torch.Tensor, generation_config=None, **kw
         attention_mask = attention_mask.repeat_interleave(config.num_return_sequences, dim=0)
         attention_mask = torch.nn.functional.pad(attention_mask, (0, max_length - prompt_length), value=1)
     if tokens_hook is not None:
-        canvas = tokens_hook(None, canvas, None)
+        hooked = tokens_hook(None, canvas, None)
+        canvas = canvas if hooked is None else hooked
     keep_history = config.return_dict_in_generate and config.output_history
 
     masked = canvas == config.mask_token_id
@@ -237,9 +242,7 @@ def diffusion_generate(model, inputs: torch.Tensor, generation_config=None, **kw
         raise ValueError(f"steps={config.steps} commit tokens on {len(ran)} different steps across rows with "
                          f"{row_masks} masks; use fewer steps or rows with the same number of masks")
 
-    def schedule(n_tokens: int, n_steps: int) -> List[int]:
-        return [counts[n_tokens][i] for i in ran]
-
+    schedule = _PlannedCounts(tuple((m, tuple(per_step[i] for i in ran)) for m, per_step in counts.items()))
     overrides = dict(steps=len(ran), schedule=schedule, return_history=keep_history)
     if logits_hook is not None:
         overrides["logits_hook"] = lambda step, x, logits: logits_hook(ran[step], x, logits)
@@ -257,7 +260,9 @@ def _resolve_config(model, generation_config, overrides: Dict) -> DreamGeneratio
     if unknown:
         raise TypeError(f"unknown diffusion_generate argument(s): {', '.join(unknown)}")
     values = {}
-    if generation_config is not None:
+    if isinstance(generation_config, Mapping):
+        values = {name: generation_config[name] for name in _FIELDS if name in generation_config}
+    elif generation_config is not None:
         values = {name: getattr(generation_config, name) for name in _FIELDS if hasattr(generation_config, name)}
     values.update(overrides)
     config = DreamGenerationConfig(**values)
@@ -274,14 +279,17 @@ def _resolve_config(model, generation_config, overrides: Dict) -> DreamGeneratio
     check_positive_int(config.num_return_sequences, "num_return_sequences")
     if config.alg not in ALGS:
         raise ValueError(f"alg must be one of {ALGS}, got {config.alg!r}")
-    if isinstance(config.eps, bool) or not isinstance(config.eps, (int, float)) or not 0 <= config.eps < 1:
+    if not _is_number(config.eps) or not 0 <= config.eps < 1:
         raise ValueError(f"eps must be a number in [0, 1), got {config.eps!r}")
-    if config.alg_temp is not None and (isinstance(config.alg_temp, bool) or not isinstance(config.alg_temp, (int, float))
-                                        or config.alg_temp < 0):
+    if config.alg_temp is not None and (not _is_number(config.alg_temp) or config.alg_temp < 0):
         raise ValueError(f"alg_temp must be None or a number >= 0, got {config.alg_temp!r}")
     check_flag(config.return_dict_in_generate, "return_dict_in_generate")
     check_flag(config.output_history, "output_history")
     return config
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _canvas_length(model, config: DreamGenerationConfig, prompt_length: int, max_length_given: bool) -> int:
@@ -328,6 +336,17 @@ def _step_counts(config: DreamGenerationConfig, row_masks: Sequence[int], device
             left -= k
         counts[m] = per_step
     return counts
+
+
+@dataclass(frozen=True)
+class _PlannedCounts:
+    """A :class:`~fastdiff.SamplerConfig` ``schedule``: the planned counts of the steps that run, for each
+    number of masks a row starts with. Equal plans compare equal, so repeated calls give equal configs."""
+
+    counts: Tuple[Tuple[int, Tuple[int, ...]], ...]
+
+    def __call__(self, n_tokens: int, n_steps: int) -> List[int]:
+        return list(dict(self.counts)[n_tokens])
 
 
 def _sampler(model, config: DreamGenerationConfig) -> Sampler:

@@ -9,11 +9,12 @@ into blocks of ``block_length`` filled left to right, with ``steps / num_blocks`
 each step the model runs on the whole canvas; every masked position of the current block draws a
 token (argmax at ``temperature=0``, else a sample from ``softmax(logits / temperature)``), and the
 positions with the highest confidence (``low_confidence``: the untempered probability of the drawn
-token; ``random``: uniform) are committed, ``n // steps`` per step with the remainder ``n % steps``
-spread one each over the first steps. With ``cfg_scale > 0`` the logits are ``u + (s + 1)(c - u)``, the
-unconditional input being the canvas with the prompt masked, both in one batched forward.
+token; ``random``: uniform) are committed: ``n // k`` per step for a block of ``n`` masked tokens and
+``k`` steps, the remainder ``n % k`` one each on the first steps. With ``cfg_scale > 0`` the logits are
+``u + (s + 1)(c - u)``, the unconditional input being the canvas with the prompt masked, both in one
+batched forward.
 
-Where fastdiff differs from the reference code (all on purpose):
+Where fastdiff differs from the reference code:
 
 * ``confidence_eos_eot_inf=True``: the reference writes ``-inf`` into the logits rather than into the
   confidence of the positions that drew EOS / EoT. At ``temperature > 0`` it writes EOS's ``-inf`` into
@@ -38,6 +39,9 @@ Where fastdiff differs from the reference code (all on purpose):
 * With ``cfg_scale > 0`` and left padding, the reference masks the pad positions of the unconditional
   input as well; fastdiff keeps them as they are. The model masks pad positions out of attention
   either way, so this only matters for models that number positions from the token ids.
+* The reference computes the softmax (and the guidance) in the logits' dtype: bf16 for the released
+  models, which makes coarse confidences with many ties; fastdiff always works in fp32, so greedy runs
+  of a bf16 model can differ. (Older versions of the reference used float64.)
 * At ``temperature > 0`` the random streams differ (fastdiff draws with its counter-based Gumbel
   noise): same distribution, not the same samples. ``torch.manual_seed`` still makes runs repeat.
 """
