@@ -140,6 +140,7 @@ def test_greedy_matches_reference_exactly(alg, steps, new_tokens, padded, option
                              alg=alg, mask_token_id=MASK_ID, return_dict_in_generate=True, output_history=True,
                              **options)
     assert isinstance(out, DreamModelOutput)
+    assert not out.sequences.is_inference() and not any(h.is_inference() for h in out.history)
     assert torch.equal(out.sequences, expected)
     assert len(out.history) == steps
     assert all(torch.equal(mine, theirs) for mine, theirs in zip(out.history, expected_history))

@@ -180,6 +180,7 @@ def test_greedy_matches_reference_exactly(steps, gen_length, block_length, cfg_s
     assert out.dtype == torch.int64 and out.shape == (3, 7 + gen_length)
     assert torch.equal(out, expected)
     assert torch.equal(prompt, prompt_before)  # the caller's tensors are left alone
+    assert not out.is_inference()  # like LLaDA's: usable in place and as training input
 
 
 def test_steps_beyond_the_tokens_are_not_run(fresh_seed):
