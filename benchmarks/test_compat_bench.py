@@ -1,0 +1,159 @@
+"""Speed of the fastdiff.compat functions against eager loops of the algorithms they replace.
+
+Run with ``pytest benchmarks/ --benchmark-only``. Each scenario times the eager loop and the compat
+function at the same settings, one after the other in the same run (same group in pytest-benchmark's
+table), and the module prints the ratios (eager median / fastdiff median) at the end.
+
+The eager loops are the independent reference implementations of ``tests/test_compat_*.py`` (the
+tests prove fastdiff gives their tokens), imported from there, so the loop timed here is the one the
+tests check against. Models are small random ones (no download): on the LLaDA-sized vocabulary
+(126,464) the model is tiny, so the time is mostly the sampler's.
+
+Sizes: small on the CPU (the module takes well under a minute and a half on 2 cores); realistic
+lengths and vocabularies on CUDA. On the CPU fastdiff runs its PyTorch reference ops, not the Triton
+kernels or CUDA graphs its speed comes from, so CPU ratios say little about GPU ones.
+"""
+import contextlib
+import os
+import sys
+
+import pytest
+import torch
+from transformers import RobertaConfig, RobertaForMaskedLM
+
+TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+sys.path.insert(0, TESTS)
+try:
+    import test_compat_dream as dream_tests
+    import test_compat_llada as llada_tests
+    import test_compat_roberta_diffusion as roberta_tests
+finally:
+    sys.path.remove(TESTS)
+
+from fastdiff.compat import dream, llada, roberta_diffusion  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if CUDA else "cpu")
+ROUNDS = 5 if CUDA else 2
+ROBERTA_VOCAB = 50265 if CUDA else 8192
+DREAM_VOCAB = 151936
+
+
+def _synchronized(fn):
+    def run():
+        out = fn()
+        if CUDA:
+            torch.cuda.synchronize()
+        return out
+    return run
+
+
+def _tiny_roberta(vocab_size, max_positions):
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=128, max_position_embeddings=max_positions, pad_token_id=1,
+                           initializer_range=0.3)
+    model = RobertaForMaskedLM(config).eval().to(DEVICE)
+    model.lm_head.bias.data[roberta_tests.MASK_ID] = -1e4
+    return model
+
+
+def _llada(vocab_size, dim, batch, prompt_length, gen_length, block_length):
+    """LLaDA's default usage: greedy, low-confidence remasking, one token per step."""
+    mask_id = llada.LLADA_MASK_ID if vocab_size > llada.LLADA_MASK_ID else vocab_size - 1
+    model = llada_tests.TinyMaskedLM(vocab_size, mask_id, seed=0, dim=dim, layers=2).to(DEVICE)
+    prompt = torch.randint(5, min(mask_id, 1000), (batch, prompt_length), device=DEVICE)
+    settings = dict(steps=gen_length, gen_length=gen_length, block_length=block_length, mask_id=mask_id)
+    return (lambda: llada_tests.llada_reference(model, prompt, **settings),
+            lambda: llada.generate(model, prompt, **settings))
+
+
+def _dream(vocab_size, dim, batch, prompt_length, new_tokens):
+    """Dream's demo settings: entropy ordering, temperature 0.2, top-p 0.95, one step per token."""
+    mask_id = vocab_size - 1
+    model = llada_tests.TinyMaskedLM(vocab_size, mask_id, seed=0, dim=dim, layers=2).to(DEVICE)
+    prompt = torch.randint(5, 1000, (batch, prompt_length), device=DEVICE)
+    settings = dict(max_new_tokens=new_tokens, steps=new_tokens, alg="entropy", temperature=0.2, top_p=0.95)
+    return (lambda: dream_tests.dream_reference(model, prompt, mask_token_id=mask_id, **settings),
+            lambda: dream.diffusion_generate(model, prompt, mask_token_id=mask_id, **settings))
+
+
+def _roberta_blog(canvas_length):
+    model = _tiny_roberta(ROBERTA_VOCAB, canvas_length + 2)
+    prompt = [0, 713, 16, 10, 1296, 2]
+    prefix = roberta_diffusion.prepare_prefix(prompt, 1, 16).to(DEVICE)
+    return (lambda: roberta_tests.blog_reference(model, prefix, canvas_length=canvas_length),
+            lambda: roberta_diffusion.generate(model, prompt, mask_token_id=roberta_tests.MASK_ID, pad_token_id=1,
+                                               canvas_length=canvas_length))
+
+
+def _roberta_confident(canvas_length):
+    model = _tiny_roberta(ROBERTA_VOCAB, canvas_length + 2)
+    prompt = [0, 713, 16, 10, 1296, 2]
+    prefix = roberta_diffusion.prepare_prefix(prompt, 1, 32).to(DEVICE)
+    return (lambda: roberta_tests.confident_reference(model, prefix, canvas_length=canvas_length),
+            lambda: roberta_diffusion.generate_confident(model, prompt, mask_token_id=roberta_tests.MASK_ID,
+                                                         pad_token_id=1, canvas_length=canvas_length))
+
+
+if CUDA:
+    SCENARIOS = {
+        "llada B4 P128 G256 blocks32 vocab126464 dim256": lambda: _llada(126464, 256, 4, 128, 256, 32),
+        "llada B1 P64 G128 blocks128 vocab126464 dim64": lambda: _llada(126464, 64, 1, 64, 128, 128),
+        "dream B2 P64 G256 vocab151936 dim256": lambda: _dream(DREAM_VOCAB, 256, 2, 64, 256),
+        "roberta blog canvas256 vocab50265": lambda: _roberta_blog(256),
+        "roberta confident canvas256 vocab50265": lambda: _roberta_confident(256),
+    }
+else:
+    SCENARIOS = {
+        "llada B2 P8 G16 blocks8 vocab2048 dim32": lambda: _llada(2048, 32, 2, 8, 16, 8),
+        "llada B1 P8 G16 blocks8 vocab126464 dim16": lambda: _llada(126464, 16, 1, 8, 16, 8),
+        "dream B2 P8 G16 vocab2048 dim32": lambda: _dream(2048, 32, 2, 8, 16),
+        "roberta blog canvas48 vocab8192": lambda: _roberta_blog(48),
+        "roberta confident canvas48 vocab8192": lambda: _roberta_confident(48),
+    }
+
+
+@pytest.fixture(scope="module")
+def medians(request):
+    """Median seconds per (scenario, implementation); the ratios are printed when the module ends."""
+    table = {}
+
+    def report():
+        plugins = request.config.pluginmanager
+        reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+        pairs = [(name, t["eager"], t["fastdiff"]) for name, t in table.items() if {"eager", "fastdiff"} <= set(t)]
+        if reporter is None or not pairs:
+            return
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            reporter.write_line("")
+            reporter.write_sep("-", f"fastdiff.compat vs eager reference loops ({DEVICE.type}, medians, same run)")
+            for name, eager, fast in pairs:
+                reporter.write_line(f"{name:<48} eager {eager * 1e3:9.1f} ms   fastdiff {fast * 1e3:9.1f} ms   "
+                                    f"speed-up x{eager / fast:.2f}")
+
+    request.addfinalizer(report)
+    return table
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """The two callables of each scenario, built once (models and prompts shared by both)."""
+    return {}
+
+
+@pytest.mark.parametrize("impl", ["eager", "fastdiff"])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_compat_speed(benchmark, scenario, impl, medians, runs):
+    if scenario not in runs:
+        runs[scenario] = SCENARIOS[scenario]()
+    eager, fast = runs[scenario]
+    fn = _synchronized(eager if impl == "eager" else fast)
+    benchmark.group = f"compat: {scenario}"
+    benchmark.extra_info["device"] = DEVICE.type
+    benchmark.pedantic(fn, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    if benchmark.stats is not None:
+        medians.setdefault(scenario, {})[impl] = benchmark.stats.stats.median
+        if impl == "fastdiff" and "eager" in medians[scenario]:
+            benchmark.extra_info["speedup_vs_eager"] = medians[scenario]["eager"] / benchmark.stats.stats.median
+

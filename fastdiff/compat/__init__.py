@@ -1,0 +1,112 @@
+"""Drop-in replacements for the sampling functions of other diffusion-LM code bases.
+
+Each function keeps the signature, defaults and return type of the code it replaces and runs on
+:class:`fastdiff.Sampler` (so on CUDA it gets the fused Triton kernels, and CUDA graphs once the
+Sampler has them):
+
+* :func:`fastdiff.compat.llada.generate`: LLaDA's ``generate`` (``generate.py`` of ML-GSAI/LLaDA).
+* :func:`fastdiff.compat.dream.diffusion_generate`: Dream's ``model.diffusion_generate``
+  (``DreamGenerationMixin`` in the Dream model repositories' ``generation_utils.py``).
+* :func:`fastdiff.compat.roberta_diffusion.generate` and
+  :func:`fastdiff.compat.roberta_diffusion.generate_confident`: the RoBERTa-diffusion samplers of
+  Nathan Barry's RoBERTaDiffusion (``inference.py``): the blog post's iterative one and the later
+  confidence-threshold one.
+
+Greedy settings give exactly the reference's tokens on fp32 models; each module's docstring lists
+where, and why, fastdiff differs from the code it replaces.
+
+Every function keeps one :class:`~fastdiff.Sampler` per model and settings, so repeated calls reuse
+it. The cache never keeps a model alive: it is keyed by a weak reference to the model, and the cached
+Samplers hold their model weakly too.
+
+>>> from fastdiff.compat import llada                                     # doctest: +SKIP
+>>> out = llada.generate(model, prompt, steps=128, gen_length=128, block_length=32)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
+from typing import Callable, Hashable
+
+from fastdiff.model import ModelRunner
+from fastdiff.sampler import Sampler
+
+# Settings kept per model: a sweep over many settings reuses the most recent ones only.
+SAMPLERS_PER_MODEL = 8
+
+_samplers: "weakref.WeakKeyDictionary[object, OrderedDict]" = weakref.WeakKeyDictionary()
+
+
+class WeakModelRunner(ModelRunner):
+    """A :class:`~fastdiff.model.ModelRunner` that holds its model by weak reference.
+
+    A cached :class:`~fastdiff.Sampler` built on it does not keep the model alive, so the cache entry
+    (keyed weakly by the model) goes away with the model. Models that cannot be weakly referenced are
+    held normally (and never cached).
+    """
+
+    @property
+    def model(self):
+        return self._model_ref()
+
+    @model.setter
+    def model(self, model):
+        try:
+            self._model_ref = weakref.ref(model)
+        except TypeError:
+            self._model_ref = lambda: model
+
+
+def cached_sampler(model, key: Hashable, build: Callable[[], Sampler]) -> Sampler:
+    """The :class:`~fastdiff.Sampler` cached for ``(model, key)``, built by ``build()`` on a miss.
+
+    Args:
+        model: the user's model; the cache holds it weakly. Models that cannot be weakly referenced
+            or hashed are not cached (``build()`` runs on every call).
+        key: hashable description of every setting baked into the Sampler.
+        build: makes the Sampler; it must give it a :class:`WeakModelRunner`.
+
+    Returns:
+        The Sampler. At most :data:`SAMPLERS_PER_MODEL` are kept per model, least recently used first out.
+    """
+    try:
+        per_model = _samplers.get(model)
+        if per_model is None:
+            per_model = _samplers[model] = OrderedDict()
+    except TypeError:  # not weakly referenceable, or not hashable
+        return build()
+    sampler = per_model.get(key)
+    if sampler is None:
+        sampler = per_model[key] = build()
+        if len(per_model) > SAMPLERS_PER_MODEL:
+            per_model.popitem(last=False)
+    else:
+        per_model.move_to_end(key)
+    return sampler
+
+
+def check_flag(value, name: str) -> None:
+    """Raise ``TypeError`` naming ``name`` unless ``value`` is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+
+def check_token_id(value, name: str) -> None:
+    """Raise ``TypeError`` / ``ValueError`` naming ``name`` unless ``value`` is an int >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative token id, got {value}")
+
+
+def check_positive_int(value, name: str) -> None:
+    """Raise ``TypeError`` / ``ValueError`` naming ``name`` unless ``value`` is an int > 0."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+
+
+from fastdiff.compat import dream, llada, roberta_diffusion  # noqa: E402  (they use the helpers above)
+
+__all__ = ["llada", "dream", "roberta_diffusion", "cached_sampler", "WeakModelRunner", "SAMPLERS_PER_MODEL"]

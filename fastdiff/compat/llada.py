@@ -1,0 +1,134 @@
+"""LLaDA's ``generate`` on fastdiff.
+
+:func:`generate` has the signature, defaults and return value of ``generate`` in LLaDA's
+``generate.py`` (ML-GSAI/LLaDA): replace ``from generate import generate`` with
+``from fastdiff.compat.llada import generate``.
+
+The algorithm, as LLaDA runs it: the canvas is the prompt followed by ``gen_length`` mask tokens, cut
+into blocks of ``block_length`` filled left to right, with ``steps / num_blocks`` steps per block. At
+each step the model runs on the whole canvas; every masked position of the current block draws a
+token (argmax at ``temperature=0``, else a sample from ``softmax(logits / temperature)``), and the
+positions with the highest confidence (``low_confidence``: the untempered probability of the drawn
+token; ``random``: uniform) are committed: ``n // k`` per step for a block of ``n`` masked tokens and
+``k`` steps, the remainder ``n % k`` one each on the first steps. With ``cfg_scale > 0`` the logits are
+``u + (s + 1)(c - u)``, the unconditional input being the canvas with the prompt masked, both in one
+batched forward.
+
+Where fastdiff differs from the reference code:
+
+* ``confidence_eos_eot_inf=True``: the reference writes ``-inf`` into the logits rather than into the
+  confidence of the positions that drew EOS / EoT. At ``temperature > 0`` it writes EOS's ``-inf`` into
+  the noisy logits, after the token was drawn, so the confidence of EOS is not suppressed at all (only
+  EoT's is); at ``temperature=0`` the noisy logits are the logits, so both get probability 0, but by
+  removing them from the softmax, which also changes every other position's confidence. fastdiff does
+  what the flag means (LLaDA paper, appendix B.4): positions that drew EOS (126081) or EoT (126348) get
+  the lowest confidence and are committed after every other position of the block, and nothing else
+  changes. Greedy runs with this flag may therefore differ from the reference.
+* ``cfg_scale > 0`` with ``attention_mask=None`` raises in the reference (``attention_mask_`` is never
+  set); fastdiff runs it (no padding).
+* The reference asserts ``gen_length % block_length == 0`` and ``steps % num_blocks == 0``; fastdiff
+  raises ``ValueError`` naming ``block_length`` / ``steps``. Mask tokens inside the prompt, or padding
+  that is not left padding, raise ``ValueError`` too.
+* Steps beyond the block's tokens (``steps / num_blocks > block_length``) commit nothing in the
+  reference, which still runs the model for them; fastdiff does not run them. Same tokens, fewer
+  forward passes.
+* The reference can draw the mask token itself and measures confidence on a softmax that includes it;
+  fastdiff never draws the mask token and measures confidence over the other tokens. Models trained as
+  LLaDA give the mask token (near) zero probability; on a model that gives it exactly zero (in fp32)
+  the two agree.
+* With ``cfg_scale > 0`` and left padding, the reference masks the pad positions of the unconditional
+  input as well; fastdiff keeps them as they are. The model masks pad positions out of attention
+  either way, so this only matters for models that number positions from the token ids.
+* The reference computes the softmax (and the guidance) in the logits' dtype: bf16 for the released
+  models, which makes coarse confidences with many ties; fastdiff always works in fp32, so greedy runs
+  of a bf16 model can differ. (Older versions of the reference used float64.)
+* At ``temperature > 0`` the random streams differ (fastdiff draws with its counter-based Gumbel
+  noise): same distribution, not the same samples. ``torch.manual_seed`` still makes runs repeat.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from fastdiff.compat import WeakModelRunner, cached_sampler, check_flag, check_positive_int, check_token_id
+from fastdiff.config import SamplerConfig
+from fastdiff.sampler import Sampler
+
+LLADA_MASK_ID = 126336
+LLADA_EOS_ID = 126081
+LLADA_EOT_ID = 126348
+REMASKING = ("low_confidence", "random")
+
+
+@torch.no_grad()
+def generate(model, prompt: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, steps: int = 128,
+             gen_length: int = 128, block_length: int = 128, temperature: float = 0., cfg_scale: float = 0.,
+             remasking: str = "low_confidence", mask_id: int = LLADA_MASK_ID, logits_eos_inf: bool = False,
+             confidence_eos_eot_inf: bool = False) -> torch.Tensor:
+    """LLaDA's masked-diffusion generation, on fastdiff's sampler.
+
+    Args:
+        model: the mask predictor: a Hugging Face model called as ``model(input_ids, attention_mask=...)``
+            whose output has ``.logits`` (LLaDA's), or any callable ``(input_ids, attention_mask) -> logits``.
+            It numbers positions itself: no ``position_ids`` are passed, as in LLaDA.
+        prompt: int ``[B, P]``, left-padded when the prompts differ in length.
+        attention_mask: ``[B, P]`` of 0/1 (0: left padding), or ``None``.
+        steps: forward passes in all, split evenly across blocks; a multiple of the number of blocks.
+        gen_length: tokens to generate; a multiple of ``block_length``.
+        block_length: semi-autoregressive block length (``gen_length``: one block).
+        temperature: ``0`` takes the argmax; ``T > 0`` samples from ``softmax(logits / T)``.
+        cfg_scale: classifier-free guidance scale ``s >= 0`` (``0``: off).
+        remasking: ``"low_confidence"`` or ``"random"``: which masked positions are committed.
+        mask_id: the mask token id.
+        logits_eos_inf: never draw EOS (token 126081).
+        confidence_eos_eot_inf: commit positions that drew EOS (126081) or EoT (126348) last in their
+            block (see the module docstring for how this differs from the reference code).
+
+    Returns:
+        int64 ``[B, P + gen_length]``: the prompt (padding included) and the generated tokens, on the
+        model's device.
+
+    Raises:
+        ValueError: ``gen_length`` not a multiple of ``block_length``, ``steps`` not a multiple of the
+            number of blocks, an unknown ``remasking``, a bad prompt or mask (naming the argument).
+        TypeError: arguments of the wrong type.
+
+    Example:
+        >>> from fastdiff.compat.llada import generate
+        >>> out = generate(model, input_ids, attention_mask, steps=128, gen_length=128,  # doctest: +SKIP
+        ...                block_length=32, temperature=0., cfg_scale=0., remasking="low_confidence")
+        >>> tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)  # doctest: +SKIP
+    """
+    for value, name in ((steps, "steps"), (gen_length, "gen_length"), (block_length, "block_length")):
+        check_positive_int(value, name)
+    if gen_length % block_length:
+        raise ValueError(f"gen_length ({gen_length}) must be a multiple of block_length ({block_length})")
+    num_blocks = gen_length // block_length
+    if steps % num_blocks:
+        raise ValueError(f"steps ({steps}) must be a multiple of the number of blocks ({num_blocks} = "
+                         f"gen_length / block_length)")
+    if remasking not in REMASKING:
+        raise ValueError(f"remasking must be one of {REMASKING}, got {remasking!r}")
+    check_flag(logits_eos_inf, "logits_eos_inf")
+    check_flag(confidence_eos_eot_inf, "confidence_eos_eot_inf")
+    check_token_id(mask_id, "mask_id")
+
+    settings = dict(
+        temperature=temperature,
+        score_temperature=1.0,  # LLaDA's confidence is the untempered probability of the drawn token
+        unmask="confidence" if remasking == "low_confidence" else "random",
+        cfg_scale=cfg_scale,
+        suppress_token_ids=(LLADA_EOS_ID,) if logits_eos_inf else (),
+        defer_token_ids=(LLADA_EOS_ID, LLADA_EOT_ID) if confidence_eos_eot_inf and remasking == "low_confidence"
+        else (),
+    )
+    config = SamplerConfig().replace(**settings)  # checks temperature and cfg_scale, naming them
+
+    def build() -> Sampler:
+        return Sampler(WeakModelRunner(model, position_ids=False), mask_token_id=mask_id, config=config)
+
+    sampler = cached_sampler(model, ("llada", mask_id, tuple(sorted(settings.items()))), build)
+    out = sampler.generate(prompt, gen_length=gen_length, attention_mask=attention_mask, steps=steps,
+                           block_length=block_length)
+    return out.sequences.clone()  # an ordinary tensor, as LLaDA's (the Sampler's are inference tensors)

@@ -1,0 +1,213 @@
+"""fastdiff.compat.roberta_diffusion against independent implementations of RoBERTaDiffusion's samplers.
+
+``blog_reference`` (the blog post's iterative loop) and ``confident_reference`` (the later confidence-
+threshold loop) are written from the descriptions of the repository's ``inference.py``, not from
+fastdiff. The threshold sampler must give exactly the reference's tokens; the blog sampler (random
+positions, and a deliberately different process: see fastdiff.compat.roberta_diffusion) is checked
+structurally and statistically against the laws both share.
+
+This module does not import ``conftest``: ``benchmarks/test_compat_bench.py`` imports it.
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import RobertaConfig, RobertaForMaskedLM
+
+from fastdiff.compat import roberta_diffusion
+from fastdiff.compat.roberta_diffusion import generate, generate_confident, prepare_prefix
+from test_compat_llada import TableModel
+
+MASK_ID = 4
+PAD_ID = 1
+
+
+def tiny_diffusion_roberta(seed, vocab_size=300, max_positions=300):
+    """A random RoBERTa whose logits are peaked enough to spread confidences; like a trained
+    diffusion RoBERTa it never predicts the mask token (probability exactly 0 in fp32)."""
+    torch.manual_seed(seed)
+    config = RobertaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=max_positions, pad_token_id=PAD_ID,
+                           initializer_range=0.3)
+    model = RobertaForMaskedLM(config).eval()
+    model.lm_head.bias.data[MASK_ID] = -1e4
+    return model
+
+
+def _keep_top_k_top_p(logits, top_k, top_p):
+    """The blog's filter: top-k, then the nucleus of the renormalised top-k (up to and including the
+    token whose cumulative probability crosses top_p); removed logits become -inf."""
+    kth = torch.topk(logits, top_k).values[..., -1:]
+    logits = logits.masked_fill(logits < kth, -math.inf)
+    ordered, order = torch.sort(logits, descending=True)
+    mass_through = torch.cumsum(F.softmax(ordered, dim=-1), dim=-1)
+    drop = torch.zeros_like(mass_through, dtype=torch.bool)
+    drop[..., 1:] = mass_through[..., :-1] > top_p
+    return logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), -math.inf)
+
+
+@torch.no_grad()
+def blog_reference(model, prefix, *, mask_token_id=MASK_ID, canvas_length=256, steps=10, top_k=50, top_p=0.95):
+    """The blog's loop: at mask ratio r = (steps - 1 - j) / steps, j = 0..steps-1, draw a token at every
+    position, then each generated position is masked with probability r or takes its drawn token.
+    Returns (final canvas, canvas after each step)."""
+    B, P = prefix.shape
+    x = torch.full((B, canvas_length), mask_token_id, dtype=torch.long, device=prefix.device)
+    x[:, :P] = prefix
+    generated = torch.arange(canvas_length, device=prefix.device) >= P
+    history = []
+    for j in range(steps):
+        ratio = (steps - 1 - j) / steps
+        logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+        probs = F.softmax(_keep_top_k_top_p(logits, top_k, top_p), dim=-1)
+        drawn = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).reshape(B, canvas_length)
+        masked_again = torch.rand(B, canvas_length, device=prefix.device) < ratio
+        x = torch.where(generated, torch.where(masked_again, mask_token_id, drawn), x)
+        history.append(x.clone())
+    return x, history
+
+
+@torch.no_grad()
+def confident_reference(model, prefix, *, mask_token_id=MASK_ID, canvas_length=256, threshold=0.9,
+                        temperature=0.8):
+    """The later loop: until nothing is masked, commit the argmax at every masked position whose
+    probability under softmax(logits / temperature) is >= threshold, or else the most confident one
+    of the row. Returns (final canvas, number of steps)."""
+    B, P = prefix.shape
+    x = torch.full((B, canvas_length), mask_token_id, dtype=torch.long, device=prefix.device)
+    x[:, :P] = prefix
+    masked = torch.arange(canvas_length, device=prefix.device).expand(B, canvas_length) >= P
+    steps = 0
+    while bool(masked.any()):
+        steps += 1
+        logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+        confidence, token = F.softmax(logits / temperature, dim=-1).max(dim=-1)
+        commit = (confidence >= threshold) & masked
+        for row in range(B):
+            if bool(masked[row].any()) and not bool(commit[row].any()):
+                commit[row, torch.argmax(confidence[row].masked_fill(~masked[row], -math.inf))] = True
+        x = torch.where(commit, token, x)
+        masked &= ~commit
+    return x, steps
+
+
+# ------------------------------------------------------------------------------------------------
+# the prefix
+# ------------------------------------------------------------------------------------------------
+def test_prefix_is_truncated_or_left_padded():
+    assert prepare_prefix([0, 11, 12, 2], PAD_ID, 6).tolist() == [[1, 1, 0, 11, 12, 2]]
+    assert prepare_prefix(torch.arange(10, 30), PAD_ID, 4).tolist() == [[10, 11, 12, 13]]
+    batch = prepare_prefix([[0, 5, 2], torch.tensor([0, 6, 7, 8, 9, 2])], PAD_ID, 5)
+    assert batch.tolist() == [[1, 1, 0, 5, 2], [0, 6, 7, 8, 9]]
+    assert prepare_prefix(torch.tensor([[0, 5], [0, 6]]), PAD_ID, 3).tolist() == [[1, 0, 5], [1, 0, 6]]
+    with pytest.raises(TypeError, match="prompt_ids"):
+        prepare_prefix([], PAD_ID)
+    with pytest.raises(TypeError, match="prompt_ids"):
+        prepare_prefix(torch.tensor([0.5, 1.0]), PAD_ID)
+    with pytest.raises(ValueError, match="prefix_length"):
+        prepare_prefix([0, 5], PAD_ID, 0)
+    with pytest.raises(TypeError, match="pad_token_id"):
+        prepare_prefix([0, 5], None)
+
+
+# ------------------------------------------------------------------------------------------------
+# the threshold sampler: exact
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("threshold,temperature", [(0.9, 0.8), (0.5, 0.3)])
+def test_confident_matches_reference_exactly(threshold, temperature, fresh_seed):
+    model = tiny_diffusion_roberta(fresh_seed)
+    prompts = [[0, 17, 23, 2], [0, 40, 41, 42, 43, 44, 45, 46, 47, 48, 2], [0, 99, 2]]  # padded, cut, padded
+    prefix = prepare_prefix(prompts, PAD_ID, 8)
+    expected, steps = confident_reference(model, prefix, canvas_length=48, threshold=threshold,
+                                          temperature=temperature)
+    out = generate_confident(model, prompts, mask_token_id=MASK_ID, pad_token_id=PAD_ID, canvas_length=48,
+                             prefix_length=8, threshold=threshold, temperature=temperature)
+    assert torch.equal(out.sequences, expected)
+    assert out.nfe == steps
+
+
+def test_confident_defaults_are_the_later_code():
+    """Canvas 256, prefix 32, threshold 0.9 at temperature 0.8, on a context-free model (vocab 50)
+    whose positions are sure (p ~ 1) except: A (p 0.85 untempered, 0.96 at 0.8: first step only at
+    temperature 0.8), B (0.88 at 0.8: not at threshold 0.9), C and D (unsure). Steps: 1 + B, C, D = 4."""
+    table = torch.zeros(256, 50)
+    table[:, 7] = 12.0
+    table[100, 7] = math.log(0.85 * 49 / 0.15)        # A
+    table[150, 7] = 0.8 * math.log(0.88 * 49 / 0.12)  # B
+    table[200, 7] = table[220, 7] = 1.0               # C, D
+    table[:, MASK_ID] = -1e4
+    prompt = [0, 17, 23, 2]
+    out = generate_confident(TableModel(table), prompt, mask_token_id=MASK_ID, pad_token_id=PAD_ID)
+    expected, steps = confident_reference(TableModel(table), prepare_prefix(prompt, PAD_ID, 32))
+    assert out.sequences.shape == (1, 256) and torch.equal(out.sequences, expected)
+    assert out.nfe == steps == 4
+
+
+# ------------------------------------------------------------------------------------------------
+# the blog sampler: structure and laws
+# ------------------------------------------------------------------------------------------------
+def test_blog_sampler_structure_and_token_filters(fresh_seed):
+    """Defaults (canvas 256, prefix 16, 10 steps): the prefix stays, 10 forwards, nothing left masked,
+    and every token lies in the top-50 / 0.95-nucleus of the logits of the step that committed it."""
+    model = tiny_diffusion_roberta(fresh_seed)
+    prompt = [0, 30, 31, 32, 2]
+    out = generate(model, prompt, mask_token_id=MASK_ID, pad_token_id=PAD_ID, seed=fresh_seed, return_history=True)
+    prefix = prepare_prefix(prompt, PAD_ID, 16)
+    assert out.sequences.shape == (1, 256) and out.nfe == 10 and len(out.history) == 10
+    assert torch.equal(out.sequences[:, :16], prefix)
+    assert not bool((out.sequences == MASK_ID).any())
+    before = torch.cat([prefix, torch.full((1, 240), MASK_ID)], dim=1)
+    with torch.no_grad():
+        for after in out.history:
+            kept = _keep_top_k_top_p(model(input_ids=before).logits, 50, 0.95) > -math.inf
+            committed = (before == MASK_ID) & (after != MASK_ID)
+            assert bool(kept[0, committed[0], after[0, committed[0]]].all())
+            before = after
+
+
+def test_blog_sampler_laws_match_the_blogs(fresh_seed):
+    """A context-free model (every position has the same logits). After step j each generated position
+    is masked with probability (9 - j) / 10 in both samplers, and the final tokens follow the
+    filtered softmax in both."""
+    torch.manual_seed(fresh_seed)
+    vocab, positions, rows, runs = 80, 20, 40, 3
+    row = torch.randn(vocab) * 2
+    row[MASK_ID] = -1e4
+    table = row.expand(26, vocab)
+    prefix = torch.tensor([[0, 11, 12, 13, 14, 2]]).expand(rows, 6)
+    filtered = F.softmax(_keep_top_k_top_p(row, 50, 0.95), dim=-1)
+    masked_mine, masked_blog = torch.zeros(10), torch.zeros(10)
+    tokens_mine, tokens_blog = torch.zeros(vocab), torch.zeros(vocab)
+    for _ in range(runs):
+        out = generate(TableModel(table), prefix, mask_token_id=MASK_ID, pad_token_id=PAD_ID, canvas_length=26,
+                       prefix_length=6, return_history=True)
+        left = [float((h[:, 6:] == MASK_ID).sum()) for h in out.history]
+        masked_mine += torch.tensor(left + [0.0] * (10 - len(left)))  # it stops once nothing is masked
+        tokens_mine += torch.bincount(out.sequences[:, 6:].reshape(-1), minlength=vocab)
+        final, history = blog_reference(TableModel(table), prefix, canvas_length=26)
+        masked_blog += torch.tensor([float((h[:, 6:] == MASK_ID).sum()) for h in history])
+        tokens_blog += torch.bincount(final[:, 6:].reshape(-1), minlength=vocab)
+    samples = rows * runs
+    ratio = torch.arange(9, -1, -1) / 10
+    mean, sd = positions * ratio, torch.sqrt(positions * ratio * (1 - ratio) / samples)
+    for masked in (masked_mine, masked_blog):
+        assert float(((masked / samples - mean).abs() / sd.clamp(min=1e-9)).max()) < 4.5
+    expected = filtered * samples * positions
+    for tokens in (tokens_mine, tokens_blog):
+        assert not bool(tokens[filtered == 0].any())
+        present = filtered > 0
+        z = (tokens[present] - expected[present]).abs() / torch.sqrt(expected[present] * (1 - filtered[present]))
+        assert float(z.max()) < 4.5
+
+
+def test_bad_arguments_raise_naming_them(fresh_seed):
+    model = tiny_diffusion_roberta(fresh_seed)
+    with pytest.raises(ValueError, match="canvas_length"):
+        generate(model, [0, 5, 2], mask_token_id=MASK_ID, pad_token_id=PAD_ID, canvas_length=16)
+    with pytest.raises(ValueError, match="threshold"):
+        generate_confident(model, [0, 5, 2], mask_token_id=MASK_ID, pad_token_id=PAD_ID, threshold=1.5)
+    with pytest.raises(TypeError, match="mask_token_id"):
+        generate(model, [0, 5, 2], mask_token_id="<mask>", pad_token_id=PAD_ID)
+    with pytest.raises(ValueError, match="top_p"):
+        generate(model, [0, 5, 2], mask_token_id=MASK_ID, pad_token_id=PAD_ID, top_p=0.0)
