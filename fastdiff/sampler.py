@@ -145,7 +145,7 @@ class Sampler:
     # ------------------------------------------------------------------------------------------
     # public entry points
     # ------------------------------------------------------------------------------------------
-    @torch.inference_mode()
+    @torch.no_grad()
     def generate(self, prompt_ids: torch.Tensor, gen_length: int, attention_mask: Optional[torch.Tensor] = None, *,
                  progress: Optional[Callable[[int, int], None]] = None, **overrides) -> GenerationOutput:
         """Generate ``gen_length`` tokens after each prompt.
@@ -190,7 +190,7 @@ class Sampler:
         return self._run(canvas, editable, real, padded=attention is not None and not bool(real.all()),
                          region=(P, L), row_counts=counts, config=config, progress=progress)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def infill(self, canvas_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, *,
                progress: Optional[Callable[[int, int], None]] = None, **overrides) -> GenerationOutput:
         """Fill every ``mask_token_id`` in ``canvas_ids``; all other positions stay as they are.

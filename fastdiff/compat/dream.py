@@ -249,11 +249,8 @@ def diffusion_generate(model, inputs: torch.Tensor, generation_config=None, **kw
     if tokens_hook is not None:
         overrides["on_step"] = lambda step, x, logits: tokens_hook(ran[step], x, logits)
     out = sampler.infill(canvas, attention_mask=attention_mask, **overrides)
-    # ordinary tensors, as Dream's (the Sampler returns inference tensors)
-    history = None
-    if keep_history:
-        history = _dream_history([h.clone() for h in out.history], ran, config.steps, canvas)
-    return _output(config, out.sequences.clone(), history)
+    history = _dream_history(out.history, ran, config.steps, canvas) if keep_history else None
+    return _output(config, out.sequences, history)
 
 
 def _resolve_config(model, generation_config, overrides: Dict) -> DreamGenerationConfig:

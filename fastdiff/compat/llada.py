@@ -131,4 +131,4 @@ def generate(model, prompt: torch.Tensor, attention_mask: Optional[torch.Tensor]
     sampler = cached_sampler(model, ("llada", mask_id, tuple(sorted(settings.items()))), build)
     out = sampler.generate(prompt, gen_length=gen_length, attention_mask=attention_mask, steps=steps,
                            block_length=block_length)
-    return out.sequences.clone()  # an ordinary tensor, as LLaDA's (the Sampler's are inference tensors)
+    return out.sequences
