@@ -21,15 +21,19 @@ class SamplerConfig:
         steps: budget of denoising steps (model forward passes) for the whole generation. ``None``:
             one step per token to generate. It is spread over blocks in proportion to their tokens
             (equal blocks: evenly, remainder to the first blocks), and clamped to the number of tokens
-            to generate, so no forward pass is ever wasted on a step that could commit nothing.
+            to generate, so no forward pass is ever wasted on a step that could commit nothing. With
+            ``unmask="ancestral"`` it is the time grid instead (MDLM often uses 1000 steps): not
+            clamped, and the steps that reveal nothing in any row run no forward pass.
         schedule: tokens committed per step inside a block: ``"linear"`` (equal, remainder
             front-loaded), ``"cosine"`` (MaskGIT) or a callable ``(n_tokens, n_steps) -> counts``.
         unmask: which masked positions are committed: ``"confidence"`` (probability of the drawn
             token), ``"margin"`` (top-1 minus top-2 probability), ``"entropy"`` (negative entropy),
             ``"random"`` (uniformly at random), or ``"ancestral"`` (each masked position revealed
             independently with probability ``(t - s) / t``, MDLM / SEDD-absorbing / Dream's ``origin``;
-            ``t`` and ``s`` are the schedule's masked fractions before and after the step, so the
-            schedule's counts are met in expectation; a block's last step reveals all that is left).
+            ``t`` and ``s`` are the schedule's masked fractions before and after the step: ``1 - i/steps``
+            for linear, ``cos(pi/2 i/steps)`` for cosine. The per-row reveal counts are drawn from that
+            binomial law when the call is planned and the positions chosen uniformly, which is the same
+            law; a block's last step reveals all that is left).
         threshold: with ``"confidence"`` or ``"margin"``: commit every masked position of the block
             whose score is ``>= threshold``, at least one per row, so counts differ per row and a block
             may finish early. The last step of a block's budget commits whatever is left.

@@ -10,9 +10,8 @@ import torch
 from fastdiff import graphs, ops
 from fastdiff.backend import cuda_graphs_supported, resolve_backend
 from fastdiff.config import SamplerConfig
-from fastdiff.kernels import reference
 from fastdiff.model import ModelRunner
-from fastdiff.schedule import allocate_steps, resolve_schedule, schedule_counts
+from fastdiff.schedule import allocate_steps, masked_fractions, resolve_schedule, schedule_counts
 
 # With early stopping possible (EOS, threshold), a graphed run reads the device "work left" flag
 # every this many steps: one host synchronisation per check.
@@ -45,14 +44,13 @@ class GenerationOutput:
 class _Plan:
     """Steps laid out over blocks, as device tensors so that a step needs no host decision."""
 
-    num_steps: int
+    num_steps: int  # G, the steps planned; the step tensors are padded to a power of two past G
     block_masks: torch.Tensor  # bool [nb, L]: the positions of each block
     block_first_step: torch.Tensor  # int64 [nb]
-    step_block: torch.Tensor  # int64 [G]
-    step_last: torch.Tensor  # bool [G]: last step of its block
-    target_after: torch.Tensor  # int64 [B, G]: masked positions the block should have left after the step
-    reveal_prob: torch.Tensor  # fp32 [B, G]: scheduled (t - s) / t of the step, for ancestral unmasking
-    row_bound: List[int]  # host: most positions any step can commit (all rows), for the masked-row head
+    step_block: torch.Tensor  # int64 [capacity]
+    step_last: torch.Tensor  # bool [capacity]: last step of its block
+    target_after: torch.Tensor  # int64 [B, capacity]: masked positions the block should have left after the step
+    row_bound: List[int]  # host, [G]: most positions a step can commit (all rows), for the masked-row head
 
 
 @dataclass
@@ -236,7 +234,7 @@ class Sampler:
             raise ValueError(f"{what} = {length} exceeds the model's {limit} positions (max_position_embeddings)")
 
     def _plan(self, config: SamplerConfig, region: Tuple[int, int], row_counts, B: int, L: int,
-              device: torch.device) -> _Plan:
+              device: torch.device, seed: int) -> _Plan:
         lo, hi = region
         width = config.block_length or (hi - lo)
         blocks = [(start, min(start + width, hi)) for start in range(lo, hi, width)]
@@ -245,64 +243,79 @@ class Sampler:
         else:  # generate: every row fills every block
             per_row = [[e - s for (s, e) in blocks] for _ in range(B)]
         block_tokens = [max(per_row[r][b] for r in range(B)) for b in range(len(blocks))]
+        ancestral = config.unmask == "ancestral"
         budget = config.steps if config.steps is not None else sum(block_tokens)
-        alloc = allocate_steps(budget, block_tokens)
+        alloc = allocate_steps(budget, block_tokens, clamp=not ancestral)
         schedule = resolve_schedule(config.schedule)
-        cache = {}
+        generator = torch.Generator().manual_seed(seed)
 
-        def remaining_after(n: int, s: int) -> List[int]:
-            if (n, s) not in cache:
-                counts = schedule_counts(schedule, n, s) if n > 0 else [0] * s
-                left, out = n, []
-                for c in counts:
-                    left -= c
-                    out.append(left)
-                cache[(n, s)] = out
-            return cache[(n, s)]
+        def commit_counts(n: int, s: int) -> List[int]:
+            """Tokens a row with n masked positions commits at each of the block's s steps."""
+            if n == 0:
+                return [0] * s
+            if not ancestral:
+                return schedule_counts(schedule, n, s)
+            # MDLM / SEDD ancestral law: each masked position is revealed at step i with probability
+            # (t_i - t_{i+1}) / t_i, so the count is binomial in what is left; which positions is uniform
+            t = masked_fractions(config.schedule, n, s)
+            left, counts = n, []
+            for i in range(s):
+                reveal = 1.0 if i == s - 1 or t[i] <= 0 else 1.0 - t[i + 1] / t[i]
+                count = int(torch.binomial(torch.tensor(float(left)), torch.tensor(reveal), generator=generator))
+                counts.append(count)
+                left -= count
+            return counts
 
-        # masked positions a row can still have in the block before each step: the schedule's
-        # target, unless commits can fall short of it (threshold: at least one per step) or masks
-        # can come back (remasking) or reveals are random (ancestral)
-        exact_targets = config.threshold is None and config.remask is None and config.unmask != "ancestral"
+        # masked positions a row can still have in the block before each step: the plan's target,
+        # unless commits can fall short of it (threshold: at least one per step) or masks come back
+        # (remasking)
+        def bound_before(n: int, targets: List[int]) -> List[int]:
+            if config.remask is not None:
+                return [n] * len(targets)
+            if config.threshold is not None:
+                return [max(n - i, 0) for i in range(len(targets))]
+            return [n] + targets[:-1]
 
-        def bound_before(n: int, s: int) -> List[int]:
-            if exact_targets:
-                return [n] + remaining_after(n, s)[:-1]
-            if config.threshold is not None and config.remask is None:
-                return [max(n - i, 0) for i in range(s)]
-            return [n] * s
-
-        kept = [b for b in range(len(blocks)) if alloc[b] > 0]
-        block_masks = torch.zeros(len(kept), L, dtype=torch.bool)
+        block_masks = torch.zeros(len(blocks), L, dtype=torch.bool)
         first_step, step_block, step_last, row_bound = [], [], [], []
         targets = [[] for _ in range(B)]
-        probs = [[] for _ in range(B)]
-        for j, b in enumerate(kept):
-            s, e = blocks[b]
+        cache = {}
+        for j, (b, (s, e)) in enumerate((b, blocks[b]) for b in range(len(blocks)) if alloc[b] > 0):
             block_masks[j, s:e] = True
+            counts = [commit_counts(per_row[r][b], alloc[b]) if ancestral
+                      else cache.setdefault((per_row[r][b], alloc[b]), commit_counts(per_row[r][b], alloc[b]))
+                      for r in range(B)]
+            # an ancestral step that reveals nothing in any row needs no forward pass
+            kept = [i for i in range(alloc[b]) if not ancestral or any(c[i] for c in counts)]
             first_step.append(len(step_block))
-            step_block += [j] * alloc[b]
-            step_last += [False] * (alloc[b] - 1) + [True]
-            bound = [0] * alloc[b]
+            step_block += [j] * len(kept)
+            step_last += [False] * (len(kept) - 1) + [True]
+            bound = [0] * len(kept)
             for r in range(B):
-                n = per_row[r][b]
-                after = remaining_after(n, alloc[b])
+                left, after = per_row[r][b], []
+                for i in range(alloc[b]):
+                    left -= counts[r][i]
+                    if i in kept:
+                        after.append(left)
                 targets[r] += after
-                probs[r] += [1.0 - a / max(p, 1) for p, a in zip([n] + after[:-1], after)]
-                bound = [x + y for x, y in zip(bound, bound_before(n, alloc[b]))]
+                bound = [x + y for x, y in zip(bound, bound_before(per_row[r][b], after))]
             row_bound += bound
+        blocks_used = len(first_step)
+        # pad the step axis to a power of two: captured graphs depend on the shapes, not on the count
+        num_steps = len(step_block)
+        capacity = 1 << max(num_steps - 1, 0).bit_length()
+        padding = capacity - num_steps
         return _Plan(
-            num_steps=len(step_block),
-            block_masks=block_masks.to(device),
+            num_steps=num_steps,
+            block_masks=block_masks[:blocks_used].to(device),
             block_first_step=torch.tensor(first_step, dtype=torch.int64, device=device),
-            step_block=torch.tensor(step_block, dtype=torch.int64, device=device),
-            step_last=torch.tensor(step_last, dtype=torch.bool, device=device),
-            target_after=torch.tensor(targets, dtype=torch.int64, device=device),
-            reveal_prob=torch.tensor(probs, dtype=torch.float32, device=device),
+            step_block=torch.tensor(step_block + [blocks_used - 1] * padding, dtype=torch.int64, device=device),
+            step_last=torch.tensor(step_last + [True] * padding, dtype=torch.bool, device=device),
+            target_after=torch.tensor([t + [0] * padding for t in targets], dtype=torch.int64, device=device),
             row_bound=row_bound,
         )
 
-    def _state(self, config: SamplerConfig, canvas, editable, real, padded: bool) -> _State:
+    def _state(self, config: SamplerConfig, canvas, editable, real, padded: bool, seed: int) -> _State:
         device = canvas.device
         B, L = canvas.shape
         attention = real.to(torch.int64) if padded else None
@@ -333,7 +346,7 @@ class Sampler:
             step=torch.zeros((), dtype=torch.int64, device=device),
             nfe=torch.zeros((), dtype=torch.int64, device=device),
             work_left=(editable & (canvas == self.mask_token_id)).any(),
-            rng=ops.make_rng_state(config.seed, device),
+            rng=ops.make_rng_state(seed, device),
             bad_step=torch.full((), -1, dtype=torch.int64, device=device),
             params=params,
             suppress_ids=torch.tensor(suppress, dtype=torch.int64, device=device),
@@ -352,8 +365,9 @@ class Sampler:
         B, L = canvas.shape
         device = canvas.device
         backend = resolve_backend(self.backend, device)
-        plan = self._plan(config, region, row_counts, B, L, device)
-        state = self._state(config, canvas, editable, real, padded)
+        seed = config.seed if config.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        plan = self._plan(config, region, row_counts, B, L, device, seed)
+        state = self._state(config, canvas, editable, real, padded, seed)
         if self._graphs_wanted(config, device, backend):
             result = self._run_graphed(state, plan, config, backend, progress)
             if result is not None:
@@ -429,7 +443,7 @@ class Sampler:
                      None if st.defer_ids is None else len(st.defer_ids),
                      None if st.eos_ids is None else len(st.eos_ids))
         return (tuple(st.canvas.shape), str(st.canvas.device), dtype, backend, st.attention_mask is not None,
-                plan.num_steps, tuple(plan.block_masks.shape), self._uses_head(config), structure)
+                len(plan.step_block), tuple(plan.block_masks.shape), self._uses_head(config), structure)
 
     def _run_graphed(self, st: _State, plan: _Plan, config: SamplerConfig, backend: str, progress):
         """Replay captured steps; ``None`` when capture failed (the caller then runs eagerly)."""
@@ -490,7 +504,7 @@ class Sampler:
         has a masked position to fill; returns whether there is one (a device bool)."""
         work = self._work(st).any(dim=0)
         block_has_work = (plan.block_masks & work).any(dim=-1)
-        step = st.step.clamp(max=plan.num_steps - 1)
+        step = st.step.clamp(max=len(plan.step_block) - 1)
         current = plan.step_block[step]
         later = block_has_work & (torch.arange(len(block_has_work), device=work.device) >= current)
         jump = plan.block_first_step[torch.argmax(later.to(torch.int32))]
@@ -581,7 +595,7 @@ class Sampler:
     def _step(self, st: _State, plan: _Plan, config: SamplerConfig, backend: str, bucket: Optional[int],
               step_index: int) -> Optional[torch.Tensor]:
         """One denoising step: forward, sample, select, commit (+ remask), EOS bookkeeping."""
-        g = st.step.clamp(max=plan.num_steps - 1)  # past the end (no work left) the step commits nothing
+        g = st.step.clamp(max=len(plan.step_block) - 1)  # past the end (no work left) nothing is committed
         in_block = plan.block_masks[plan.step_block[g]]
         editable_now = st.editable & in_block & ~st.done[:, None]
         eligible = editable_now & (st.canvas == self.mask_token_id)
@@ -599,15 +613,12 @@ class Sampler:
         n_masked = eligible.sum(dim=-1)
         k = (n_masked - plan.target_after.index_select(1, g.reshape(1))[:, 0]).clamp(min=0)
         last = plan.step_last[g]
-        if config.unmask == "ancestral":
-            prob = plan.reveal_prob.index_select(1, g.reshape(1))[:, 0]
-            selected = reference.reveal_reference(eligible, prob, st.rng)
-        elif config.threshold is not None:
+        if config.threshold is not None:
             threshold = torch.where(last, float("-inf"), st.params["threshold"])
             selected = ops.dispatch_select_topk(backend, scores, eligible, n_masked, st.rng,
                                                 position_temperature=st.params["position_temperature"],
                                                 threshold=threshold)
-        elif config.unmask == "random":
+        elif config.unmask in ("random", "ancestral"):  # uniform positions: Gumbel-top-k of equal scores
             selected = ops.dispatch_select_topk(backend, torch.zeros_like(scores), eligible, k, st.rng,
                                                 position_temperature=1.0, threshold=None)
         else:

@@ -39,6 +39,21 @@ def cosine_schedule(n_tokens: int, n_steps: int) -> List[int]:
     return counts
 
 
+def masked_fractions(schedule: Union[str, ScheduleFn], n_tokens: int, n_steps: int) -> List[float]:
+    """The fraction of tokens still masked before each step and after the last, ``n_steps + 1``
+    values from 1 to 0: the time grid ``t`` of ancestral unmasking. Continuous for the built-in
+    schedules (``1 - i/s``, ``cos(pi/2 i/s)``); a callable's counts give ``remaining / n_tokens``."""
+    if schedule == "linear":
+        return [1.0 - i / n_steps for i in range(n_steps + 1)]
+    if schedule == "cosine":
+        return [math.cos(math.pi / 2 * i / n_steps) for i in range(n_steps)] + [0.0]
+    left, fractions = n_tokens, [1.0]
+    for count in schedule_counts(resolve_schedule(schedule), n_tokens, n_steps):
+        left -= count
+        fractions.append(left / n_tokens)
+    return fractions
+
+
 def resolve_schedule(schedule: Union[str, ScheduleFn]) -> ScheduleFn:
     if callable(schedule):
         return schedule
@@ -61,14 +76,17 @@ def schedule_counts(schedule: ScheduleFn, n_tokens: int, n_steps: int) -> List[i
     return counts
 
 
-def allocate_steps(steps: int, block_tokens: Sequence[int]) -> List[int]:
+def allocate_steps(steps: int, block_tokens: Sequence[int], clamp: bool = True) -> List[int]:
     """Spread a step budget over blocks in proportion to the tokens each block holds.
 
     ``block_tokens[b]`` is the largest number of masked positions any row has in block ``b``.
-    Every non-empty block gets at least one step and never more steps than tokens; empty blocks get
-    none. Leftover steps go to the blocks furthest below their proportional share, earlier blocks first
-    on ties, so equal blocks split the budget evenly with the remainder front-loaded.
-    The budget is clamped to ``sum(block_tokens)``: a step that could commit nothing is never run.
+    Every non-empty block gets at least one step; empty blocks get none. Leftover steps go to the
+    blocks furthest below their proportional share, earlier blocks first on ties, so equal blocks split
+    the budget evenly with the remainder front-loaded.
+
+    With ``clamp`` (count schedules) no block gets more steps than tokens and the budget is clamped to
+    ``sum(block_tokens)``: a step that could commit nothing is never run. Without it (the time grid of
+    ancestral unmasking, whose empty steps are skipped later) the whole budget is spread.
 
     Raises:
         ValueError: if ``steps`` is smaller than the number of non-empty blocks.
@@ -80,13 +98,15 @@ def allocate_steps(steps: int, block_tokens: Sequence[int]) -> List[int]:
             "(raise steps or block_length)"
         )
     total = sum(block_tokens)
-    steps = min(steps, total)
+    if clamp:
+        steps = min(steps, total)
     if total == 0:
         return [0 for _ in block_tokens]
+    cap = [n if clamp else steps for n in block_tokens]
     ideal = [steps * n / total for n in block_tokens]
-    alloc = [min(n, max(1, math.floor(x))) if n > 0 else 0 for n, x in zip(block_tokens, ideal)]
+    alloc = [min(c, max(1, math.floor(x))) if n > 0 else 0 for n, c, x in zip(block_tokens, cap, ideal)]
     while sum(alloc) < steps:
-        open_blocks = [b for b, n in enumerate(block_tokens) if alloc[b] < n]
+        open_blocks = [b for b, n in enumerate(block_tokens) if 0 < n and alloc[b] < cap[b]]
         alloc[max(open_blocks, key=lambda b: (ideal[b] - alloc[b], -b))] += 1
     while sum(alloc) > steps:
         shrinkable = [b for b in range(len(alloc)) if alloc[b] > 1]

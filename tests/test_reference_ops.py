@@ -276,3 +276,14 @@ def test_score_temperature_measures_on_another_distribution(fresh_seed):
     assert np.allclose(scores, untempered[tokens], rtol=1e-4)
     # the draw itself still follows T = 2
     assert _chi2_statistic(np.bincount(tokens, minlength=8), _softmax(row.double().numpy() / 2)) < _chi2_bound(7)
+
+
+def test_reveal_op_reveals_at_the_row_probability(fresh_seed):
+    eligible = torch.ones(3, 4000, dtype=torch.bool)
+    eligible[:, :100] = False
+    prob = torch.tensor([0.1, 0.5, 1.0])
+    revealed = ops.reveal(eligible, prob, seed=fresh_seed)
+    assert not (revealed & ~eligible).any()
+    rates = revealed[:, 100:].float().mean(dim=1)
+    assert (rates - prob).abs().max() < 5 * math.sqrt(0.25 / 3900)
+    assert torch.equal(revealed, ops.reveal(eligible, prob, seed=fresh_seed))

@@ -170,6 +170,30 @@ def test_ancestral_reveal_rate_is_t_minus_s_over_t(fresh_seed):
     assert masked[-1] == 0 and out.nfe == steps
 
 
+def test_ancestral_follows_the_cosine_time_grid(fresh_seed):
+    steps, n, rows = 4, 500, 4
+    out = Sampler(OracleModel(_random_table(1, 3)[0]), MASK_ID, steps=steps, unmask="ancestral",
+                  schedule="cosine", return_history=True, seed=fresh_seed).generate(
+        torch.zeros(rows, 0, dtype=torch.long), gen_length=n)
+    total = rows * n
+    for i, canvas in enumerate(out.history):
+        expected = math.cos(math.pi / 2 * (i + 1) / steps)
+        assert abs(int((canvas == MASK_ID).sum()) / total - expected) < 5 * math.sqrt(0.25 / total) + 1e-9
+
+
+def test_ancestral_time_grid_is_not_clamped_and_skips_empty_steps(fresh_seed):
+    # MDLM-style: 1000 time steps over 12 tokens. Most steps reveal nothing and run no forward pass.
+    model = OracleModel(_random_table(12, 4))
+    out = Sampler(model, MASK_ID, steps=1000, unmask="ancestral", temperature=1.0, return_history=True,
+                  seed=fresh_seed).generate(torch.zeros(2, 0, dtype=torch.long), gen_length=12)
+    assert out.nfe == model.calls <= 24 and not (out.sequences == MASK_ID).any()
+    revealed = [int((a != b).sum()) for a, b in zip([torch.full((2, 12), MASK_ID)] + out.history, out.history)]
+    assert min(revealed) >= 1  # every forward pass revealed something
+    again = Sampler(OracleModel(_random_table(12, 4)), MASK_ID, steps=1000, unmask="ancestral", temperature=1.0,
+                    seed=fresh_seed).generate(torch.zeros(2, 0, dtype=torch.long), gen_length=12)
+    assert torch.equal(out.sequences, again.sequences)
+
+
 # ------------------------------------------------------------------------------------------------
 # blocks, threshold, remask
 # ------------------------------------------------------------------------------------------------

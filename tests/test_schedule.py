@@ -53,3 +53,17 @@ def test_allocate_steps(steps, blocks, expected):
 def test_allocate_steps_needs_a_step_per_block():
     with pytest.raises(ValueError, match="steps=2 cannot cover 3 blocks"):
         allocate_steps(2, [4, 4, 4])
+
+
+def test_allocate_steps_without_clamp_spreads_the_whole_time_grid():
+    assert allocate_steps(1000, [4, 4], clamp=False) == [500, 500]
+    assert allocate_steps(7, [3, 0, 1], clamp=False) == [5, 0, 2]
+
+
+def test_masked_fractions():
+    from fastdiff.schedule import masked_fractions
+
+    assert masked_fractions("linear", 10, 4) == [1.0, 0.75, 0.5, 0.25, 0.0]
+    cosine = masked_fractions("cosine", 10, 4)
+    assert cosine[0] == 1.0 and cosine[-1] == 0.0 and abs(cosine[2] - math.cos(math.pi / 4)) < 1e-12
+    assert masked_fractions(lambda n, s: [n - s + 1] + [1] * (s - 1), 10, 4) == [1.0, 0.3, 0.2, 0.1, 0.0]
