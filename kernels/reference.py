@@ -41,24 +41,34 @@ SCORE_KINDS = ("confidence", "margin", "entropy")
 # --------------------------------------------------------------------------------------------------
 # Counter-based random numbers (torch twin of kernels/counter_rng.py)
 # --------------------------------------------------------------------------------------------------
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(x * c) mod 2**32 for x in [0, 2**32), computed in int64 without overflow."""
-    lo = x & 0xFFFF
-    hi = x >> 16
-    return ((((hi * c) & 0xFFFF) << 16) + lo * c) & _MASK32
+def _signed32(value: int) -> int:
+    """A uint32 constant as the int32 with the same bits."""
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _to_int32(x: torch.Tensor) -> torch.Tensor:
+    """int64 values in [0, 2**32) to the int32 tensor holding the same 32 bits."""
+    return (((x & _MASK32) ^ 0x80000000) - 0x80000000).to(torch.int32)
+
+
+def _hash32_bits(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 on int32 tensors read as uint32, in place on ``x`` (callers pass a fresh tensor):
+    int32 multiplication wraps mod 2**32 (checked against numpy's uint32 by the tests), and each right
+    shift is made logical by masking the sign bits."""
+    for shift, multiplier in ((16, _HASH_MUL1), (15, _HASH_MUL2), (16, None)):
+        x ^= (x >> shift) & ((1 << (32 - shift)) - 1)
+        if multiplier is not None:
+            x *= _signed32(multiplier)
+    return x
 
 
 def hash32(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32 integer hash on uint32 values held in an int64 tensor."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, _HASH_MUL1)
-    x = x ^ (x >> 15)
-    x = _mul32(x, _HASH_MUL2)
-    return x ^ (x >> 16)
+    """lowbias32 integer hash of uint32 values held in an int64 tensor (returned the same way)."""
+    return _hash32_bits(_to_int32(x)).to(torch.int64) & _MASK32
 
 
 def row_keys(rng_state: torch.Tensor, stream: int, rows: torch.Tensor):
-    """The two 32-bit keys of each row of one (seed, counter, stream)."""
+    """The two 32-bit keys (as int32 bit patterns) of each row of one (seed, counter, stream)."""
     seed = rng_state[0].to(torch.int64)
     counter = rng_state[1].to(torch.int64)
     k = hash32((seed & _MASK32) ^ ((stream * _STREAM_MUL) & _MASK32))
@@ -66,7 +76,7 @@ def row_keys(rng_state: torch.Tensor, stream: int, rows: torch.Tensor):
     k = hash32((k + (counter & _MASK32)) & _MASK32)
     key_a = hash32(k ^ (rows.to(torch.int64) & _MASK32))
     key_b = hash32((key_a + _KEY_B_SALT) & _MASK32)
-    return key_a, key_b
+    return _to_int32(key_a), _to_int32(key_b)
 
 
 def uniform_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -76,8 +86,9 @@ def uniform_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, cols
     ``u`` is never 0 or 1 (24 bits would round the top value up to 1.0).
     """
     key_a, key_b = row_keys(rng_state, stream, rows)
-    bits = hash32((hash32(cols.to(torch.int64) ^ key_a) + key_b) & _MASK32)
-    return ((bits >> 9).to(torch.float32) + 0.5) * (1.0 / 8388608.0)
+    bits = _hash32_bits(cols.to(torch.int32) ^ key_a)
+    bits = _hash32_bits(bits.add_(key_b))
+    return (((bits >> 9) & 0x7FFFFF).to(torch.float32) + 0.5) * (1.0 / 8388608.0)
 
 
 def gumbel_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -142,8 +153,8 @@ def sample_masked_reference(
     if where.numel():
         b_idx, l_idx = where[:, 0], where[:, 1]
         source = (l_idx - 1).clamp(min=0) if logits_shift else l_idx
-        tok, s = _sample_rows(logits[b_idx, source].to(torch.float32), b_idx * L + l_idx, rng_state,
-                              temperature, top_k, top_p, score, suppress_ids, score_temperature)
+        tok, s = _sample_in_chunks(lambda rows: logits[b_idx[rows], source[rows]], b_idx * L + l_idx, V, rng_state,
+                                   temperature, top_k, top_p, score, suppress_ids, score_temperature)
         tokens[b_idx, l_idx] = tok
         scores[b_idx, l_idx] = s
     return tokens, scores
@@ -165,10 +176,30 @@ def sample_rows_reference(logits_rows: torch.Tensor, row_ids: torch.Tensor, rng_
         options = dict(temperature=0.0, top_k=None, top_p=None, score="confidence", suppress_ids=None,
                        score_temperature=None)
         options.update(kwargs)
-        tok, s = _sample_rows(logits_rows[valid].to(torch.float32), row_ids[valid], rng_state, **options)
+        tok, s = _sample_in_chunks(lambda rows: logits_rows[valid[rows]], row_ids[valid], logits_rows.shape[1],
+                                   rng_state, **options)
         tokens[valid] = tok
         scores[valid] = s
     return tokens, scores
+
+
+# rows of fp32 logits handled at once: bounds the [rows, V] temporaries (and keeps them in cache on CPU)
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def _sample_in_chunks(gather, rng_rows, V, rng_state, temperature=0.0, top_k=None, top_p=None, score="confidence",
+                      suppress_ids=None, score_temperature=None):
+    """:func:`_sample_rows` over ``len(rng_rows)`` rows, a chunk of rows at a time; ``gather(slice)``
+    returns those rows of logits."""
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(V, 1))
+    tokens, scores = [], []
+    for start in range(0, len(rng_rows), rows_per_chunk):
+        rows = slice(start, start + rows_per_chunk)
+        tok, s = _sample_rows(gather(rows).to(torch.float32), rng_rows[rows], rng_state, temperature, top_k, top_p,
+                              score, suppress_ids, score_temperature)
+        tokens.append(tok)
+        scores.append(s)
+    return torch.cat(tokens), torch.cat(scores)
 
 
 def _sample_rows(z, rng_rows, rng_state, temperature, top_k, top_p, score, suppress_ids, score_temperature):
@@ -195,7 +226,8 @@ def _sample_rows(z, rng_rows, rng_state, temperature, top_k, top_p, score, suppr
 
     p = 1.0 if top_p is None else _as_float(top_p, "top_p")
     if p < 1.0:
-        sorted_z, _ = torch.sort(z, dim=-1, descending=True)
+        candidates = int(torch.isfinite(z).sum(dim=-1).max())  # only these can be in a nucleus
+        sorted_z = torch.topk(z, max(candidates, 1), dim=-1).values
         probs = torch.softmax(sorted_z, dim=-1)
         mass_before = torch.cumsum(probs, dim=-1) - probs
         last_kept = (mass_before < p).sum(dim=-1, keepdim=True) - 1
@@ -207,8 +239,15 @@ def _sample_rows(z, rng_rows, rng_state, temperature, top_k, top_p, score, suppr
     z = torch.where(bad[:, None], torch.zeros_like(z), z)
 
     if t > 0:
-        noise = gumbel_noise(rng_state, STREAM_SAMPLE, rng_rows[:, None], torch.arange(V, device=device)[None, :])
-        tok = torch.argmax(z + noise, dim=-1)
+        keyed = torch.full_like(z, float("-inf"))
+        kept = torch.isfinite(z)
+        if kept.float().mean() > 0.5:  # dense: noise for the whole row
+            noise = gumbel_noise(rng_state, STREAM_SAMPLE, rng_rows[:, None], torch.arange(V, device=device)[None, :])
+            keyed = torch.where(kept, z + noise, keyed)
+        else:  # filtered: noise only where a token can be drawn (same stream addresses)
+            row, col = kept.nonzero(as_tuple=True)
+            keyed[row, col] = z[row, col] + gumbel_noise(rng_state, STREAM_SAMPLE, rng_rows[row], col)
+        tok = torch.argmax(keyed, dim=-1)
     else:
         tok = torch.argmax(z, dim=-1)
 
