@@ -89,7 +89,7 @@ def plot(document: Dict[str, object], path: Path) -> None:
     results = [r for r in document["results"] if r["status"] == "ok"]
     batches = sorted({r["batch"] for r in document["results"]})
     x_values = sorted({r["tokens_per_step"] for r in results if r["steps"] is not None})
-    figure, axes = plt.subplots(1, len(batches), figsize=(5.5 * len(batches), 4.8), squeeze=False)
+    figure, axes = plt.subplots(1, len(batches), figsize=(5.5 * len(batches), 6.5), squeeze=False)
     for axis, batch in zip(axes[0], batches):
         rows = [r for r in results if r["batch"] == batch]
         for method, style in CURVE_STYLES.items():
@@ -113,10 +113,15 @@ def plot(document: Dict[str, object], path: Path) -> None:
         axis.set_ylabel("generated tokens / s")
         axis.set_title(f"batch {batch}")
         axis.grid(True, which="both", alpha=0.3)
-        if rows:
-            axis.legend(fontsize=6, loc="lower left")
+    legend = {}
+    for axis in axes[0]:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if legend:
+        figure.legend(list(legend.values()), list(legend.keys()), loc="lower center", ncol=2, fontsize=8)
     figure.suptitle(f"{document['device']['name']} ({document['size']} size, {document['config']['dtype']})")
-    figure.tight_layout()
+    legend_rows = (len(legend) + 1) // 2
+    figure.tight_layout(rect=(0, 0.03 + 0.03 * legend_rows if legend else 0, 1, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)
 

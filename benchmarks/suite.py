@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -362,29 +363,48 @@ class Suite:
                 ``pedantic`` in the pytest path); ``None`` calls it in a plain loop.
 
         Returns:
-            the result record (see the module docstring); ``status`` is ``"ok"`` or ``"not available"``.
-            Errors other than unavailability propagate.
+            the result record (see the module docstring). ``status`` is ``"ok"``, ``"not available"``
+            (with the reason) or ``"out of memory"``; other errors propagate.
         """
         record = self._base_record(scenario)
         try:
-            started = time.perf_counter()
-            prepared = self.prepare(scenario)
-            self.sync()
-            setup_s = time.perf_counter() - started
-            started = time.perf_counter()
-            for index in range(max(self.size.warmup, 1)):
-                try:
-                    prepared.run()
-                except prepared.unavailable_on as error:
-                    if index:
-                        raise
-                    raise NotAvailable(f"{type(error).__name__}: {error}") from None
-            self.sync()
-            warmup_s = time.perf_counter() - started
+            record.update(self._time(scenario, run_rounds))
         except NotAvailable as error:
             record.update(status="not available", reason=str(error))
-            self.results.append(record)
-            return record
+        except torch.OutOfMemoryError as error:
+            record.update(status="out of memory", reason=str(error).splitlines()[0])
+            self._release_memory()
+        self.results.append(record)
+        return record
+
+    def record_failure(self, scenario: Scenario, error: BaseException) -> Dict[str, object]:
+        """Keep ``scenario`` in the results as ``"failed"`` with ``error`` as the reason (the command
+        line goes on with the other scenarios and exits with status 1)."""
+        record = self._base_record(scenario)
+        record.update(status="failed", reason=f"{type(error).__name__}: {error}".splitlines()[0])
+        self._release_memory()
+        self.results.append(record)
+        return record
+
+    def _release_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _time(self, scenario: Scenario, run_rounds: Optional[Callable]) -> Dict[str, object]:
+        started = time.perf_counter()
+        prepared = self.prepare(scenario)
+        self.sync()
+        setup_s = time.perf_counter() - started
+        started = time.perf_counter()
+        for index in range(max(self.size.warmup, 1)):  # the first run also tells whether it can run here
+            try:
+                prepared.run()
+            except prepared.unavailable_on as error:
+                if index:
+                    raise
+                raise NotAvailable(f"{type(error).__name__}: {error}") from None
+        self.sync()
+        warmup_s = time.perf_counter() - started
 
         times, outputs = [], []
 
@@ -409,17 +429,13 @@ class Suite:
         self._check_output(scenario, prepared, output)
         wall = statistics.median(times)
         tokens = scenario.batch * self.size.gen_length
-        record.update(
-            status="ok", wall_s=wall, wall_s_runs=times, tokens_per_s=tokens / wall, nfe=int(output.nfe),
-            ms_per_step=wall / output.nfe * 1e3, peak_gpu_mib=peak, setup_s=setup_s, warmup_s=warmup_s,
-            **prepared.info,
-        )
+        nfe = int(output.nfe)
         self.outputs[scenario.name] = output.sequences.detach().cpu()
-        del prepared, outputs
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        self.results.append(record)
-        return record
+        info = prepared.info
+        del prepared, outputs, output
+        self._release_memory()
+        return dict(status="ok", wall_s=wall, wall_s_runs=times, tokens_per_s=tokens / wall, nfe=nfe,
+                    ms_per_step=wall / nfe * 1e3, peak_gpu_mib=peak, setup_s=setup_s, warmup_s=warmup_s, **info)
 
     def _base_record(self, scenario: Scenario) -> Dict[str, object]:
         steps = scenario.steps
@@ -449,8 +465,9 @@ class Suite:
         self._add_greedy_agreement()
         device = device_info(self.device)
         self.restore_threads()
+        failed = sum(r["status"] == "failed" for r in self.results)
         document = dict(
-            status="complete",
+            status="complete" if not failed else f"partial: {failed} scenario(s) failed",
             size=self.size.name,
             device=device,
             versions=versions(),
@@ -552,9 +569,16 @@ def versions() -> Dict[str, Optional[str]]:
     import transformers
 
     triton = triton_version()
+    here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-                                capture_output=True, text=True, timeout=10).stdout.strip() or None
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        # uncommitted changes to tracked files (results excluded) mark the commit as not the whole story
+        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                  ":(exclude,top)benchmarks/results"], cwd=here, capture_output=True, text=True,
+                                 timeout=10).stdout.strip()
+        if commit and changes:
+            commit += "+uncommitted changes"
     except (OSError, subprocess.SubprocessError):
         commit = None
     return dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda,
@@ -585,7 +609,10 @@ def run_config(size: SuiteSize) -> Dict[str, object]:
 def pending_document(size: SuiteSize, command: str) -> Dict[str, object]:
     """A results file for a size that has not been run on its device yet: its scenarios, no figures."""
     return dict(status="pending: no GPU run yet" if size.name == "gpu" else "pending: not run yet",
-                size=size.name, command=command, config=run_config(size),
+                size=size.name, command=command,
+                note="no figures yet: the scenarios below are ready to run. A run on CUDA writes "
+                     "cuda-<gpu name>.json / .md / .png next to this file and removes it.",
+                config=run_config(size),
                 scenarios=[dict(name=s.name, method=s.method, label=s.label, batch=s.batch, steps=s.steps)
                            for s in scenarios_for(size)])
 
@@ -618,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gen-length", type=int, default=None, help="override the generated tokens per row")
     parser.add_argument("--prompt-length", type=int, default=None, help="override the prompt tokens per row")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per scenario (median reported)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed runs per scenario")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs per scenario (at least 1 is run)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: 1 for --size cpu, torch's default for gpu)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
@@ -649,7 +676,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv: the arguments (``None``: ``sys.argv[1:]``), e.g. ``["--size", "cpu", "--out", "results"]``.
 
     Returns:
-        ``0`` when every scenario ran or was reported not available, ``2`` on bad arguments.
+        ``0`` when every scenario ran (or was reported not available / out of memory), ``1`` when a
+        scenario failed (its row says why; the others still ran and were written), ``2`` on bad arguments.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -676,14 +704,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     suite = Suite(size, device)
     print(f"fastdiff benchmark suite: size {size.name} on {device_info(device)['name']}, "
           f"{len(scenarios)} scenarios, {torch.get_num_threads()} CPU thread(s)", flush=True)
+    failures = 0
     try:
         for scenario in scenarios:
-            record = suite.measure(scenario)
+            try:
+                record = suite.measure(scenario)
+            except Exception as error:  # keep going: one broken scenario must not lose the others' results
+                traceback.print_exc()
+                record = suite.record_failure(scenario, error)
+                failures += 1
             if record["status"] == "ok":
                 print(f"  {scenario.name:32s} {record['wall_s']:9.4f} s  {record['tokens_per_s']:10.1f} tok/s  "
                       f"nfe {record['nfe']}", flush=True)
             else:
-                print(f"  {scenario.name:32s} not available: {record['reason']}", flush=True)
+                print(f"  {scenario.name:32s} {record['status']}: {record['reason']}", flush=True)
         document = suite.finish(args.out, plot=not args.no_plot)
     finally:
         suite.restore_threads()
@@ -692,6 +726,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     print()
     print(document["table"])
     print("\n".join(f"wrote {path}" for path in document["written"]))
+    if failures:
+        print(f"{failures} scenario(s) failed: see their tracebacks above and their 'failed' rows", file=sys.stderr)
+        return 1
     return 0
 
 

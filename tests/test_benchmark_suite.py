@@ -166,6 +166,30 @@ def test_gpu_size_without_cuda_says_so(capsys):
     assert "no CUDA device" in capsys.readouterr().err
 
 
+def test_a_failing_scenario_is_recorded_and_the_others_still_run(tmp_path, monkeypatch, capsys):
+    prepare = suite.Suite.prepare
+
+    def breaking_prepare(self, scenario):
+        if scenario.method == "gpt2-static-graph":
+            raise RuntimeError("broken on purpose")
+        if scenario.method == "llada-eager":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
+        return prepare(self, scenario)
+
+    monkeypatch.setattr(suite.Suite, "prepare", breaking_prepare)
+    monkeypatch.setitem(suite.SIZES, "cpu", TINY)
+    code = suite.main(["--size", "cpu", "--batch-sizes", "1", "--steps", "2", "--out", str(tmp_path), "--no-plot"])
+    assert code == 1
+    assert "broken on purpose" in capsys.readouterr().err
+    _, document = _document(tmp_path)
+    assert document["status"] == "partial: 1 scenario(s) failed"
+    status = {r["method"]: (r["status"], r["reason"]) for r in document["results"]}
+    assert status["gpt2-static-graph"] == ("failed", "RuntimeError: broken on purpose")
+    assert status["llada-eager"][0] == "out of memory"
+    assert status["fastdiff-torch"] == ("ok", None) and status["gpt2-hf-greedy"] == ("ok", None)
+    assert not list(tmp_path.glob("*.png"))
+
+
 def test_add_speedups_matches_batch_and_llada_steps():
     def record(method, batch, steps, wall, status="ok"):
         return dict(name=f"{method}-{batch}-{steps}", method=method, batch=batch, steps=steps, wall_s=wall,
