@@ -41,6 +41,14 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}" if value >= 0.1 else f"{value * 1e3:.1f} ms"
 
 
+def _load(device: Dict[str, object]) -> str:
+    """``", 1-minute load average 0.8 -> 1.2"``: how busy the machine was (CPU timings depend on it)."""
+    start, end = device.get("load_average_at_start"), device.get("load_average_at_end")
+    if device["type"] != "cpu" or not start or not end:
+        return ""
+    return f", {device['torch_threads']} thread(s), 1-minute load average {start[0]:g} → {end[0]:g}"
+
+
 def markdown_table(document: Dict[str, object]) -> str:
     """The results as a markdown table (one row per scenario, batch by batch), preceded by a line
     naming the device and versions and followed by the seed reproduction."""
@@ -50,7 +58,7 @@ def markdown_table(document: Dict[str, object]) -> str:
         f"{versions['transformers']}, triton {versions['triton'] or 'absent'}, fastdiff {versions['fastdiff']}"
         f"{' @ ' + versions['git_commit'] if versions.get('git_commit') else ''}. Size `{document['size']}`: "
         f"{config['dtype']}, {config['prompt_length']} prompt + {config['gen_length']} generated tokens, "
-        f"median of {config['repeats']} runs.",
+        f"median of {config['repeats']} runs{_load(device)}.",
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",
         "|" + "|".join("---" if i == 0 else "--:" for i in range(len(TABLE_HEADER))) + "|",

@@ -239,6 +239,7 @@ class Suite:
         self.results: List[Dict[str, object]] = []
         self.outputs: Dict[str, torch.Tensor] = {}
         self.started = time.time()
+        self.load_at_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
         self._threads_before = torch.get_num_threads()
         if size.threads is not None:
             torch.set_num_threads(size.threads)
@@ -464,6 +465,7 @@ class Suite:
         add_speedups(self.results)
         self._add_greedy_agreement()
         device = device_info(self.device)
+        device["load_average_at_start"] = self.load_at_start
         self.restore_threads()
         failed = sum(r["status"] == "failed" for r in self.results)
         document = dict(
@@ -559,7 +561,7 @@ def device_info(device: torch.device) -> Dict[str, object]:
         name = _cpu_name()
         info = dict(type=device.type, name=name, stem=f"{device.type}-{slug(name)}")
     info.update(cpu=_cpu_name(), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads())
-    if hasattr(os, "getloadavg"):
+    if hasattr(os, "getloadavg"):  # 1, 5 and 15 minute load: other work on the machine skews CPU timings
         info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return info
 
