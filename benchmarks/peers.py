@@ -251,6 +251,14 @@ def seed_diffusion_generate(model, prompt_ids: torch.Tensor, gen_length: int, ma
 
     Returns:
         :class:`LoopOutput` with ``sequences`` ``[B, P + gen_length]`` and ``nfe == steps``.
+
+    Example:
+        >>> from transformers import RobertaConfig, RobertaForMaskedLM
+        >>> model = RobertaForMaskedLM(RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)).eval()
+        >>> out = seed_diffusion_generate(model, torch.tensor([[0, 10, 11]]), 8, mask_token_id=99)
+        >>> out.sequences.shape, out.nfe
+        (torch.Size([1, 11]), 10)
     """
     prompt = _check_loop_args(prompt_ids, gen_length, steps, mask_token_id)
     device = _model_device(model)
@@ -276,7 +284,12 @@ def seed_diffusion_generate(model, prompt_ids: torch.Tensor, gen_length: int, ma
 
 def linear_transfer_counts(n_tokens: int, steps: int) -> list:
     """Tokens committed at each step: ``n_tokens`` split evenly over ``steps``, remainder first (LLaDA's
-    linear schedule). ``steps`` larger than ``n_tokens`` gives trailing zeros."""
+    linear schedule). ``steps`` larger than ``n_tokens`` gives trailing zeros.
+
+    Example:
+        >>> linear_transfer_counts(10, 4)
+        [3, 3, 2, 2]
+    """
     base, remainder = divmod(n_tokens, steps)
     return [base + (1 if i < remainder else 0) for i in range(steps)]
 
@@ -305,6 +318,14 @@ def llada_style_generate(model, prompt_ids: torch.Tensor, gen_length: int, mask_
 
     Returns:
         :class:`LoopOutput` with ``sequences`` ``[B, P + gen_length]`` and ``nfe == min(steps, gen_length)``.
+
+    Example:
+        >>> from transformers import RobertaConfig, RobertaForMaskedLM
+        >>> model = RobertaForMaskedLM(RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)).eval()
+        >>> out = llada_style_generate(model, torch.tensor([[0, 10, 11]]), 8, mask_token_id=99, steps=4)
+        >>> out.sequences.shape, out.nfe
+        (torch.Size([1, 11]), 4)
     """
     prompt = _check_loop_args(prompt_ids, gen_length, steps, mask_token_id)
     if temperature < 0:

@@ -254,6 +254,7 @@ class Suite:
     # ------------------------------------------------------------------------------------------------
     @property
     def roberta(self):
+        """The random-init ``RobertaForMaskedLM`` of the size (built on first use, on the device)."""
         if self._roberta is None:
             from transformers import RobertaConfig, RobertaForMaskedLM
 
@@ -264,6 +265,7 @@ class Suite:
 
     @property
     def gpt2(self):
+        """The random-init ``GPT2LMHeadModel`` of the size, its forward calls counted."""
         if self._gpt2 is None:
             from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -278,6 +280,7 @@ class Suite:
         return self._prompts[:batch].to(self.device)
 
     def sync(self) -> None:
+        """Wait for the device (every timing starts and ends with this)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
@@ -486,7 +489,10 @@ class Suite:
         torch.set_num_threads(self._threads_before)
 
     def _add_greedy_agreement(self) -> None:
-        """Share of the tokens of our static-cache loop equal to HF greedy ``generate``'s, per batch."""
+        """Share of the tokens of our static-cache loop equal to HF greedy ``generate``'s, per batch. HF
+        forbids EOS before the last token (``min_new_tokens``) and our loop does not, and bf16 rounding
+        differs between the two forwards, so a value below 1 is not by itself a bug (the CPU tests check
+        equality in fp32 with no EOS)."""
         for record in self.results:
             if record["method"] != "gpt2-static-graph" or record["status"] != "ok":
                 continue
@@ -589,6 +595,8 @@ def versions() -> Dict[str, Optional[str]]:
 
 
 def run_config(size: SuiteSize) -> Dict[str, object]:
+    """What a results file records of its run: the size's fields, every peer's and fastdiff's sampling
+    settings, and notes on how the figures are measured."""
     config = dataclasses.asdict(size)
     config.update(
         mask_token_id=size.mask_token_id,
@@ -635,6 +643,7 @@ def resolve_size(name: Optional[str], **overrides) -> SuiteSize:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command-line options of :func:`main`."""
     parser = argparse.ArgumentParser(
         description="fastdiff against GPT-2 and naive diffusion loops, side by side in one run.")
     parser.add_argument("--size", choices=sorted(SIZES), default=None,
@@ -680,6 +689,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     Returns:
         ``0`` when every scenario ran (or was reported not available / out of memory), ``1`` when a
         scenario failed (its row says why; the others still ran and were written), ``2`` on bad arguments.
+
+    Example:
+        >>> main(["--size", "cpu", "--out", "/tmp/fastdiff-bench"])   # doctest: +SKIP
+        0
     """
     parser = build_parser()
     args = parser.parse_args(argv)
