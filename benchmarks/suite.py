@@ -12,8 +12,8 @@ horizontal lines.
 Scenarios, at each batch size (canvas: ``prompt_length`` prompt tokens + ``gen_length`` generated):
 
 * fastdiff ``Sampler`` at each step count, once per backend: ``torch`` (reference ops), ``triton``
-  (fused kernels; CUDA only) and ``triton`` + CUDA graphs (``Sampler(..., cuda_graphs=True)``; reported
-  as not available until the installed fastdiff accepts the option);
+  (fused kernels, eager; CUDA only) and ``triton`` + CUDA graphs (``Sampler(..., cuda_graphs=True)``;
+  CUDA only);
 * GPT-2 with Hugging Face ``generate`` (dynamic cache, greedy and sampling; static cache, greedy),
   forced to exactly ``gen_length`` new tokens;
 * GPT-2 with our own static-KV-cache decode loop, its step captured in one CUDA graph on CUDA
@@ -321,15 +321,8 @@ class Suite:
         backend, graphs = FASTDIFF_BACKENDS[method]
         if backend == "triton" and self.device.type != "cuda":
             raise NotAvailable("needs CUDA")
-        options = dict(steps=steps, temperature=SEED_TEMPERATURE, top_k=SEED_TOP_K, top_p=SEED_TOP_P, seed=0)
-        if graphs:
-            options["cuda_graphs"] = True
-        try:
-            sampler = Sampler(self.roberta, mask_token_id=self.size.mask_token_id, backend=backend, **options)
-        except TypeError as error:
-            if graphs:
-                raise NotAvailable(f"this fastdiff's Sampler does not accept cuda_graphs yet ({error})") from None
-            raise
+        sampler = Sampler(self.roberta, mask_token_id=self.size.mask_token_id, backend=backend, cuda_graphs=graphs,
+                          steps=steps, temperature=SEED_TEMPERATURE, top_k=SEED_TOP_K, top_p=SEED_TOP_P, seed=0)
         gen_length = self.size.gen_length
         # a missing kernel module (ImportError) or a backend that cannot run here (ValueError) shows on
         # the first call

@@ -1,0 +1,38 @@
+"""The step breakdown (``step_breakdown.py``) as pytest-benchmark cases, one per batch and mode."""
+import pytest
+import torch
+
+import step_breakdown
+import suite
+
+
+def _size(config):
+    return suite.resolve_size(config.getoption("--bench-size"))
+
+
+@pytest.fixture(scope="module")
+def breakdown(request):
+    size = _size(request.config)
+    device = torch.device(request.config.getoption("--bench-device") or ("cuda" if size.name == "gpu" else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("the gpu size needs CUDA")
+    bench = step_breakdown.StepBreakdown(size, device)
+    yield bench
+    if bench.results:
+        out = request.config.getoption("--bench-out")
+        print("\n" + bench.finish(suite.RESULTS_DIR if out is None else suite.Path(out))["table"])
+
+
+def pytest_generate_tests(metafunc):
+    if "batch_mode" in metafunc.fixturenames:
+        cases = [(b, m) for b in _size(metafunc.config).batch_sizes for m in step_breakdown.MODES]
+        metafunc.parametrize("batch_mode", cases, ids=[f"{m}-b{b}" for b, m in cases])
+
+
+def test_step_breakdown(benchmark, breakdown, batch_mode):
+    batch, mode = batch_mode
+    benchmark.group = "step breakdown"
+    record = benchmark.pedantic(breakdown.measure, args=(batch, mode), rounds=1, iterations=1)
+    benchmark.extra_info.update(record)
+    if record["status"] != "ok":
+        pytest.skip(f"{record['name']}: {record['status']}: {record['reason']}")
