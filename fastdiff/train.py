@@ -335,6 +335,17 @@ def prepare(out_dir: Union[str, Path], source: Optional[Union[str, Path]] = None
     return manifest
 
 
+def _versions() -> dict:
+    import platform
+
+    import tokenizers
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
+            "cpu": platform.processor() or platform.machine()}
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -377,8 +388,16 @@ class TrainConfig:
         output_dir: the run directory: ``run.json``, ``log.jsonl``, ``checkpoint/``.
         objective: ``"diffusion"`` (masked LM, variable mask ratio) or ``"causal"`` (next token).
         init_from: a local Hugging Face model directory to fine-tune; ``None`` trains from scratch a
-            ``RobertaForMaskedLM`` (diffusion) or ``GPT2LMHeadModel`` (causal) of the size below.
-        hidden_size, num_layers, num_heads, intermediate_size, dropout: the from-scratch model.
+            model of ``architecture`` and the size below.
+        architecture: the from-scratch model (:data:`ARCHITECTURES`): ``"modernbert"``
+            (``ModernBertForMaskedLM``: rotary positions, pre-norm, GeGLU; every layer global) or
+            ``"roberta"`` (``RobertaForMaskedLM``) for ``"diffusion"``; ``"gpt2"`` (``GPT2LMHeadModel``)
+            for ``"causal"``. ``None``: ``"modernbert"`` or ``"gpt2"``. (On a CPU budget, RoBERTa's
+            learned absolute positions kept it at the unigram loss for hundreds of steps where
+            ModernBERT's rotary positions started using the context: see ``training/README.md``.)
+        hidden_size, num_layers, num_heads, intermediate_size, dropout: the from-scratch model
+            (``intermediate_size`` is the GeGLU width for ModernBERT).
+        initializer_range: standard deviation of its initial weights (embeddings included).
         seq_length: tokens per training window (``<s>`` included); the model gets exactly this many
             positions when built from scratch.
         batch_size, steps: windows per step and optimizer steps in all.
@@ -400,11 +419,13 @@ class TrainConfig:
     output_dir: str
     objective: str = "diffusion"
     init_from: Optional[str] = None
+    architecture: Optional[str] = None
     hidden_size: int = 256
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 1024
     dropout: float = 0.0
+    initializer_range: float = 0.02
     seq_length: int = 256
     batch_size: int = 16
     steps: int = 600
@@ -433,6 +454,10 @@ class TrainConfig:
         """Raise ``ValueError`` / ``TypeError`` naming the first bad field."""
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.architecture is not None and ARCHITECTURES.get(self.architecture) != self.objective:
+            fitting = [name for name, objective in ARCHITECTURES.items() if objective == self.objective]
+            raise ValueError(f"architecture must be one of {fitting} for objective={self.objective!r}, "
+                             f"got {self.architecture!r}")
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "seq_length", "batch_size",
                      "steps", "save_every", "log_every", "eval_every", "eval_windows", "threads"):
             value = getattr(self, name)
@@ -446,6 +471,8 @@ class TrainConfig:
             raise ValueError(f"seq_length must be >= 2, got {self.seq_length}")
         if self.learning_rate <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("learning_rate must be > 0 and min_lr_ratio in [0, 1]")
+        if not self.initializer_range > 0:
+            raise ValueError(f"initializer_range must be > 0, got {self.initializer_range}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -464,6 +491,8 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k not in RUNTIME_FIELDS}
 
 
+# the from-scratch architectures and the objective each serves
+ARCHITECTURES = {"modernbert": "diffusion", "roberta": "diffusion", "gpt2": "causal"}
 RUNTIME_FIELDS = frozenset({"max_minutes", "stop_at_step", "threads", "device", "progress"})
 
 
@@ -486,8 +515,8 @@ def _model_classes(objective: str):
 def build_model(config: TrainConfig, tokenizer):
     """The model a run starts from: ``init_from`` loaded offline, or a fresh one seeded from ``seed``.
 
-    From scratch: ``RobertaForMaskedLM`` for ``"diffusion"`` (``seq_length`` positions after RoBERTa's
-    padding offset), ``GPT2LMHeadModel`` for ``"causal"``; the vocabulary is the tokenizer's.
+    From scratch: the config's ``architecture`` with ``seq_length`` positions (after RoBERTa's padding
+    offset) and the tokenizer's vocabulary and special-token ids.
     """
     if config.init_from is not None:
         model = _model_classes(config.objective).from_pretrained(config.init_from, local_files_only=True,
@@ -496,22 +525,36 @@ def build_model(config: TrainConfig, tokenizer):
             raise ValueError(f"init_from's vocabulary ({model.config.vocab_size}) is smaller than the "
                              f"tokenizer's ({len(tokenizer)}); prepare the data with its tokenizer")
     else:
-        from transformers import GPT2Config, GPT2LMHeadModel, RobertaConfig, RobertaForMaskedLM
+        from transformers import (GPT2Config, GPT2LMHeadModel, ModernBertConfig, ModernBertForMaskedLM,
+                                  RobertaConfig, RobertaForMaskedLM)
 
         torch.manual_seed(derive_seed(config.seed, _INIT))
         ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                    eos_token_id=tokenizer.eos_token_id)
-        if config.objective == "diffusion":
+        architecture = config.architecture or ("modernbert" if config.objective == "diffusion" else "gpt2")
+        if architecture == "modernbert":
+            rope = {"rope_type": "default", "rope_theta": 10000.0}
+            model = ModernBertForMaskedLM(ModernBertConfig(
+                vocab_size=len(tokenizer), hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
+                num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size,
+                max_position_embeddings=config.seq_length, layer_types=["full_attention"] * config.num_layers,
+                rope_parameters={"full_attention": rope, "sliding_attention": rope},
+                attention_dropout=config.dropout, embedding_dropout=config.dropout, mlp_dropout=config.dropout,
+                initializer_range=config.initializer_range, cls_token_id=tokenizer.bos_token_id,
+                sep_token_id=tokenizer.eos_token_id, **ids))
+        elif architecture == "roberta":
             model = RobertaForMaskedLM(RobertaConfig(
                 vocab_size=len(tokenizer), hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
                 num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size,
                 max_position_embeddings=config.seq_length + tokenizer.pad_token_id + 1, type_vocab_size=1,
-                hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout, **ids))
+                hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout,
+                initializer_range=config.initializer_range, **ids))
         else:
             model = GPT2LMHeadModel(GPT2Config(
                 vocab_size=len(tokenizer), n_embd=config.hidden_size, n_layer=config.num_layers,
                 n_head=config.num_heads, n_inner=config.intermediate_size, n_positions=config.seq_length,
-                resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout, **ids))
+                resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+                initializer_range=config.initializer_range, **ids))
     limit = ModelRunner(model).max_length
     if limit is not None and config.seq_length > limit:
         raise ValueError(f"seq_length ({config.seq_length}) exceeds the model's {limit} positions")
@@ -770,6 +813,7 @@ def export(run_dir: Union[str, Path], out_dir: Union[str, Path], dtype: torch.dt
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.to(dtype).save_pretrained(str(out))
+    (out / "model.safetensors").chmod(0o644)  # written 0600 through a temporary file
     tokenizer = data.tokenizer
     tokenizer.model_max_length = settings["seq_length"]
     tokenizer.save_pretrained(str(out))
@@ -783,6 +827,7 @@ def export(run_dir: Union[str, Path], out_dir: Union[str, Path], dtype: torch.dt
         "corpus_files": {"train": len(manifest["train_files"]), "heldout": len(manifest["heldout_files"])},
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights_sha256": _sha256(out / "model.safetensors"),
+        "versions": _versions(),
     }
     (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
@@ -826,10 +871,14 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, dest="output_dir", help="run directory (checkpoint, log.jsonl)")
     fit.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective)
     fit.add_argument("--init-from", help="local HF model directory to fine-tune (default: train from scratch)")
+    fit.add_argument("--architecture", choices=tuple(ARCHITECTURES),
+                     help="from-scratch model (default: modernbert for diffusion, gpt2 for causal)")
     group = fit.add_argument_group("model built from scratch")
     for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
         group.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     group.add_argument("--dropout", type=float, default=defaults.dropout)
+    group.add_argument("--initializer-range", type=float, default=defaults.initializer_range,
+                       help="standard deviation of the initial weights")
     group = fit.add_argument_group("optimisation")
     for name in ("seq_length", "batch_size", "steps", "warmup_steps", "seed"):
         group.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))

@@ -170,9 +170,11 @@ def test_prepare_writes_split_tokenizer_and_streams(tiny_data):
     assert all(piece.endswith("\n") or piece == "</s>" for piece in before)
 
 
-@pytest.mark.parametrize("objective", ["diffusion", "causal"])
-def test_training_a_tiny_model_lowers_the_loss(tiny_data, tmp_path, fresh_seed, objective):
-    config = _tiny_config(tiny_data, tmp_path / "run", seed=fresh_seed % 1000, objective=objective)
+@pytest.mark.parametrize("objective,architecture", [("diffusion", "modernbert"), ("diffusion", "roberta"),
+                                                     ("causal", "gpt2")])
+def test_training_a_tiny_model_lowers_the_loss(tiny_data, tmp_path, fresh_seed, objective, architecture):
+    config = _tiny_config(tiny_data, tmp_path / "run", seed=fresh_seed % 1000, objective=objective,
+                          architecture=architecture)
     data = recipe.PreparedData.load(tiny_data)
     torch.manual_seed(0)
     initial = recipe.evaluate(recipe.build_model(config, data.tokenizer), config, data)
@@ -183,6 +185,23 @@ def test_training_a_tiny_model_lowers_the_loss(tiny_data, tmp_path, fresh_seed, 
     final_eval = [r["eval_loss"] for r in log if "eval_loss" in r][-1]
     assert losses[-1] < 0.7 * losses[0], losses
     assert final_eval < 0.7 * initial, (initial, final_eval)
+
+
+@pytest.mark.parametrize("architecture", ["modernbert", "roberta"])
+def test_diffusion_loss_is_the_cross_entropy_of_the_whole_model(tiny_data, fresh_seed, architecture):
+    """The loss runs the LM head on the masked rows only; it must equal the full model's."""
+    data = recipe.PreparedData.load(tiny_data)
+    config = _tiny_config(tiny_data, "unused", architecture=architecture, seed=fresh_seed % 1000)
+    model = recipe.build_model(config, data.tokenizer).eval()
+    g = torch.Generator().manual_seed(fresh_seed)
+    starts = recipe.window_starts(data.train, 32)[:4]
+    batch = recipe.DiffusionCollator.from_tokenizer(data.tokenizer)(
+        recipe.windows(data.train, starts, data.tokenizer.bos_token_id, 32), generator=g)
+    with torch.no_grad():
+        full = model(input_ids=batch["input_ids"]).logits
+        expected = torch.nn.functional.cross_entropy(full.flatten(0, 1), batch["labels"].flatten())
+        assert torch.allclose(recipe.diffusion_loss(model, batch["input_ids"], batch["labels"]), expected,
+                              rtol=1e-5, atol=1e-5)
 
 
 def _weights(run):
@@ -236,6 +255,11 @@ def test_export_writes_a_standard_offline_model_directory(tiny_data, tmp_path):
     assert tokenizer.model_max_length == 32
     loaded, _ = load_pretrained(tmp_path / "model", device="cpu")
     assert next(loaded.parameters()).dtype == torch.float32
+
+
+def test_architecture_must_fit_the_objective(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="architecture"):
+        _tiny_config(tiny_data, tmp_path, objective="causal", architecture="roberta").validate()
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():
