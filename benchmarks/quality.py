@@ -363,6 +363,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per generation setting (fastest kept)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--no-plot", action="store_true", help="skip the frontier plot (needs matplotlib)")
     args = parser.parse_args(argv)
 
     from transformers import AutoModelForCausalLM
@@ -388,8 +389,9 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.json").write_text(json.dumps(result, indent=1) + "\n")
     write_markdown(result, out / "quality.md")
-    plot_frontier(result, out / "quality_frontier.png")
-    print(f"wrote {out / 'quality.json'}, quality.md, quality_frontier.png")
+    if not args.no_plot:
+        plot_frontier(result, out / "quality_frontier.png")
+    print(f"wrote {out / 'quality.json'}, quality.md" + ("" if args.no_plot else ", quality_frontier.png"))
 
 
 if __name__ == "__main__":

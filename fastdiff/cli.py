@@ -2,8 +2,9 @@
 
 Commands:
 
-* ``fastdiff demo`` (the default when no command is given): a quick end-to-end generation with no
-  download; prints the timing and the canvas.
+* ``fastdiff demo`` (the default when no command is given): with the demo model bundled in the
+  package, on the CPU and offline, continue a Python prompt and fill the holes of a function; prints
+  the code and the timings.
 * ``fastdiff generate TEXT``: generate after a prompt, or fill the ``[MASK]`` / ``[MASK*N]`` holes of an
   infill template. Every :class:`fastdiff.SamplerConfig` option is a flag.
 * ``fastdiff trace TEXT``: one generation's trajectory as an animated GIF, a self-contained HTML page
@@ -14,6 +15,7 @@ Errors (bad flags, a missing model, an option value the sampler rejects) print o
 status 2 (1 when a model directory cannot be loaded); Ctrl-C exits with status 130.
 
 Example:
+    $ fastdiff generate $'def read_config(path):\n' --gen-length 48      # the bundled demo model
     $ fastdiff generate --model ./my-roberta-diffusion "The capital of France is" --gen-length 32 --steps 16
     $ fastdiff generate --model ./my-roberta-diffusion "A [MASK*12] jumped over the lazy dog." --json
     $ fastdiff trace --model ./my-roberta-diffusion "Once upon a time" -o trace.gif -o trace.html
@@ -37,23 +39,22 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch import nn
 
 import fastdiff
 from fastdiff import GenerationOutput
 from fastdiff.config import SamplerConfig
+from fastdiff.pretrained import DEMO_MODEL_DIR, load_pretrained
 
-DEMO_MODEL_DIR = Path(fastdiff.__file__).resolve().parent / "demo_model"
 BENCH_SUITE = Path(fastdiff.__file__).resolve().parent.parent / "benchmarks" / "suite.py"
-DEMO_PROMPT = "Once upon a time,"
+DEMO_PROMPT = "import os\n\n\ndef list_files(directory):\n"
+DEMO_TEMPLATE = "def is_empty(items):\n    if len(items) == [MASK]:\n        return True\n    return [MASK]\n"
+DEMO_DESCRIPTION = "4.1M-parameter masked LM trained on Python's standard library"
 DEFAULT_GEN_LENGTH = 64
 DEFAULT_TRACE_OUTPUTS = ("fastdiff-trace.gif", "fastdiff-trace.html")
 
 _HOOK_FIELDS = ("on_step", "logits_hook")
 _PLACEHOLDER = re.compile(r"\[MASK(?:\*(\d+))?\]")
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
-_NO_DEMO_MODEL = ("no demo model is bundled with this fastdiff yet: pass --model PATH "
-                  "(a local Hugging Face model directory with config, weights and tokenizer)")
 _NO_BENCH = "fastdiff bench needs a source checkout: benchmarks/ is not installed"
 _BENCH_HELP = ("usage: fastdiff bench [SUITE ARGUMENTS...]\n\nRuns benchmarks/suite.py of a source checkout with "
                "the arguments that follow (e.g. --size cpu|gpu; see 'fastdiff bench --help' in a checkout) and "
@@ -186,13 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fastdiff {fastdiff.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="a quick end-to-end generation, no download (the default)",
-                               description="A quick end-to-end generation with no download. With the bundled "
-                                           "demo model it prints text; without one it runs a random-init "
-                                           "RoBERTa (random weights give no text, only token ids).")
-    demo.add_argument("--steps", type=int, default=10, help="denoising steps (default: 10)")
+    demo = commands.add_parser("demo", help="continue Python code and fill a hole with the bundled demo model "
+                                       "(the default)",
+                               description="With the demo model bundled in fastdiff (no download), on the CPU: "
+                                           "continue a Python prompt, then fill the holes of a small function "
+                                           "greedily. Prints the code and the timings.")
+    demo.add_argument("--steps", type=int, default=24, help="denoising steps of the generation (default: 24)")
     demo.add_argument("--gen-length", type=int, default=48, help="tokens to generate per row (default: 48)")
-    demo.add_argument("--batch", type=int, default=2, help="rows (default: 2)")
+    demo.add_argument("--batch", type=int, default=1, help="samples generated together (default: 1)")
     demo.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
 
     generate = commands.add_parser("generate", help="generate after a prompt or fill an infill template",
@@ -256,25 +258,23 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def load_model(path: Optional[str], device, dtype, *, quiet: bool = False):
-    """Load a masked LM and its tokenizer from a local directory, offline.
+def load_model(path: Optional[str], device, dtype):
+    """Load a masked LM and its tokenizer from a local directory, offline
+    (:func:`fastdiff.pretrained.load_pretrained`).
 
     Args:
         path: the ``--model`` argument; ``None``: the bundled demo model.
         device: ``torch.device``.
         dtype: ``torch.dtype`` of the weights.
-        quiet: no "Loading weights" progress bar.
 
     Returns:
         ``(model, tokenizer, label)``: the model in eval mode on ``device``, and a short name for it.
 
     Raises:
-        CLIError: no demo model, a missing path, a directory without ``config.json`` (status 2), or a
-            directory that cannot be loaded (status 1).
+        CLIError: a missing path or a directory without ``config.json`` (status 2), or a directory that
+            cannot be loaded (status 1).
     """
     if path is None:
-        if not (DEMO_MODEL_DIR / "config.json").is_file():
-            raise CLIError(_NO_DEMO_MODEL)
         directory, label = DEMO_MODEL_DIR, "demo model"
     else:
         directory, label = Path(path).expanduser(), path
@@ -286,22 +286,12 @@ def load_model(path: Optional[str], device, dtype, *, quiet: bool = False):
         if not (directory / "config.json").is_file():
             raise CLIError(f"--model {path}: no config.json in it (expected a Hugging Face model directory "
                            "with config, weights and tokenizer files)")
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    if quiet:
-        hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        model = AutoModelForMaskedLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
+        model, tokenizer = load_pretrained(directory, device=device, dtype=dtype)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CLIError(f"cannot load a masked LM and tokenizer from {directory}: {_first_line(error)}",
                        code=1) from None
-    finally:
-        if bars and quiet:
-            hf_logging.enable_progress_bar()
-    return model.to(device).eval(), tokenizer, label
+    return model, tokenizer, label
 
 
 @dataclass
@@ -479,7 +469,7 @@ def _prepare(args: argparse.Namespace, **forced):
     config = _config_from_args(args, **forced)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    model, tokenizer, label = load_model(args.model, device, dtype, quiet=args.quiet or not sys.stderr.isatty())
+    model, tokenizer, label = load_model(args.model, device, dtype)
     return config, device, dtype, model, tokenizer, label
 
 
@@ -548,77 +538,38 @@ def command_trace(args: argparse.Namespace) -> int:
     return 0
 
 
-class RandomMaskedLM(nn.Module):
-    """A small bidirectional transformer masked LM in plain PyTorch, for the demo without a trained
-    model: token and position embeddings, encoder layers, an LM head (RoBERTa's shape, without the
-    seconds that importing transformers takes).
-
-    Args:
-        vocab_size: tokens in the vocabulary.
-        max_length: the longest canvas.
-        width: hidden size; ``heads`` attention heads, ``layers`` encoder layers.
-
-    Example:
-        >>> model = RandomMaskedLM(vocab_size=100, max_length=32).eval()
-        >>> model(torch.zeros(2, 10, dtype=torch.int64)).shape
-        torch.Size([2, 10, 100])
-    """
-
-    def __init__(self, vocab_size: int, max_length: int, width: int = 128, heads: int = 4, layers: int = 2):
-        super().__init__()
-        self.tokens = nn.Embedding(vocab_size, width)
-        self.positions = nn.Embedding(max_length, width)
-        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, activation="gelu", batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.head = nn.Linear(width, vocab_size)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """int64 ``[B, L]`` ids (and ``[B, L]`` 0/1 attention, 0 = padding) -> fp32 logits ``[B, L, V]``."""
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        hidden = self.tokens(input_ids) + self.positions(positions)
-        padding = attention_mask == 0 if attention_mask is not None else None
-        return self.head(self.encoder(hidden, src_key_padding_mask=padding))
-
-
 def command_demo(args: argparse.Namespace) -> int:
-    """``fastdiff demo``: time a small generation. With the bundled demo model it prints text;
-    without one, a random-init transformer prints its canvas of token ids."""
+    """``fastdiff demo``: with the bundled demo model on the CPU, continue a Python prompt and fill
+    the holes of a small function; print each result with its timing."""
     from fastdiff import Sampler
 
     _require_positive(args, "steps", "gen_length", "batch")
-    bundled = (DEMO_MODEL_DIR / "config.json").is_file()
-    if bundled:
-        model, tokenizer, _ = load_model(None, torch.device("cpu"), torch.float32, quiet=True)
-        encoded = encode_input(DEMO_PROMPT, tokenizer, tokenizer.mask_token_id)
-        prompt = torch.tensor([encoded.ids] * args.batch)
-        mask_id = tokenizer.mask_token_id
-        title = f"bundled demo model, prompt {DEMO_PROMPT!r}"
-    else:
-        # A model this small runs fastest on one thread, and is then not slowed down by busy cores.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        torch.manual_seed(args.seed)
-        model = RandomMaskedLM(vocab_size=1000, max_length=16 + args.gen_length).eval()
-        prompt, mask_id = torch.randint(5, 1000, (args.batch, 16)), 4
-        title = ("random-init masked LM (2 transformer layers, vocab 1000; no demo model is bundled yet): "
-                 "random weights give no text, only token ids")
+    model, tokenizer, _ = load_model(None, torch.device("cpu"), torch.float32)
+    mask_id = tokenizer.mask_token_id
     try:
-        sampler = Sampler(model, mask_token_id=mask_id, steps=args.steps, temperature=0.8, top_p=0.95,
-                          seed=args.seed)
+        sampler = Sampler(model, mask_token_id=mask_id, steps=args.steps, unmask="margin", temperature=0.3,
+                          top_k=10, seed=args.seed)
+        prompt = torch.tensor([encode_input(DEMO_PROMPT, tokenizer, mask_id).ids] * args.batch)
         sampler.generate(prompt, gen_length=args.gen_length)  # warm-up
         start = time.perf_counter()
-        out = sampler.generate(prompt, gen_length=args.gen_length)
-        elapsed = time.perf_counter() - start
+        generated = sampler.generate(prompt, gen_length=args.gen_length)
+        generate_seconds = time.perf_counter() - start
+        template = encode_input(DEMO_TEMPLATE, tokenizer, mask_id)
+        start = time.perf_counter()
+        filled = sampler.infill(torch.tensor([template.ids]), temperature=0.0)
+        infill_seconds = time.perf_counter() - start
     except (ValueError, TypeError) as error:
         raise CLIError(str(error)) from None
-    finally:
-        if not bundled:
-            torch.set_num_threads(threads)
-    print(title)
-    print(f"{args.batch} x {args.gen_length} tokens in {out.nfe} steps: {elapsed * 1000:.1f} ms "
-          f"({args.batch * args.gen_length / elapsed:.0f} tokens/s)")
-    for row in out.sequences.tolist():
-        print(tokenizer.decode(row, skip_special_tokens=True) if bundled else " ".join(map(str, row)))
+    print(f"fastdiff demo: the bundled demo model ({DEMO_DESCRIPTION}), cpu float32")
+    print(f"generate: {args.batch} x {args.gen_length} tokens in {generated.nfe} steps: "
+          f"{generate_seconds * 1000:.1f} ms ({args.batch * args.gen_length / generate_seconds:.0f} tokens/s)")
+    for row, ids in enumerate(generated.sequences.tolist()):
+        if args.batch > 1:
+            print(f"--- sample {row + 1}/{args.batch} ---")
+        print(tokenizer.decode(ids, skip_special_tokens=True))
+    holes = sum(end - begin for begin, end in template.holes)
+    print(f"infill: {holes} tokens in {filled.nfe} steps: {infill_seconds * 1000:.1f} ms (greedy)")
+    print(tokenizer.decode(filled.sequences[0].tolist(), skip_special_tokens=True))
     return 0
 
 

@@ -160,9 +160,10 @@ def keep_flash_attention_under_capture():
 
     Some transformers versions decide whether a bidirectional mask can be skipped with an
     ``is_tracing`` test that is true during stream capture, so a captured forward builds a full mask
-    and falls off the flash kernel (measured: 40 ms instead of 23 ms per RoBERTa-base step at batch
-    64 on an H100). The sampler passes ``attention_mask=None`` when there is no padding; inside this
-    context such a missing mask is skipped as it is in eager mode. Padded batches are unaffected.
+    and falls off the flash kernel (reported for transformers 5.17: 40 ms instead of 23 ms per
+    RoBERTa-base step at batch 64 on an H100; not yet re-measured with this fix on a GPU). The
+    sampler passes ``attention_mask=None`` when there is no padding; inside this context such a
+    missing mask is skipped as it is in eager mode. Padded batches are unaffected.
     """
     try:
         from transformers import masking_utils

@@ -1,7 +1,7 @@
 """Loading a masked diffusion LM and its tokenizer from a local directory, offline; by default the
 demo model shipped inside the package (``fastdiff/demo_model``).
 
-The demo model is a 4-layer RoBERTa-style masked LM trained from scratch with
+The demo model is a 4-layer BERT-style masked LM (ModernBERT architecture) trained from scratch with
 :mod:`fastdiff.train` on the Python standard library (see ``demo_model/training.json`` and
 ``training/`` in the repository). It writes Python-looking code; it is small and trained briefly, so
 expect plausible syntax more than working programs.
@@ -48,6 +48,7 @@ def load_pretrained(path: Optional[Union[str, Path]] = None, device: Optional[Un
         >>> text = tokenizer.decode(out.sequences[0], skip_special_tokens=True)
     """
     from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     directory = DEMO_MODEL_DIR if path is None else Path(path)
     if not (directory / "config.json").is_file():
@@ -62,5 +63,11 @@ def load_pretrained(path: Optional[Union[str, Path]] = None, device: Optional[Un
     tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     if tokenizer.mask_token_id is None:
         raise ValueError(f"the tokenizer in {str(directory)!r} has no mask token")
-    model = AutoModelForMaskedLM.from_pretrained(str(directory), local_files_only=True, dtype=dtype)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar for a local directory
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(str(directory), local_files_only=True, dtype=dtype)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return model.to(device).eval(), tokenizer

@@ -125,6 +125,7 @@ class Sampler:
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         self.mask_token_id = mask_token_id
+        self.tokenizer = None  # set by from_pretrained
         self.backend = backend
         self.cuda_graphs = cuda_graphs
         self.masked_head = masked_head
@@ -135,6 +136,42 @@ class Sampler:
             device = self.runner.device
             self.runner.compile("max-autotune-no-cudagraphs" if device is not None and device.type == "cuda"
                                 else "default")
+
+    @classmethod
+    def from_pretrained(cls, path=None, *, device=None, dtype=None, config: Optional[SamplerConfig] = None,
+                        **kwargs) -> "Sampler":
+        """A sampler for a masked LM in a local Hugging Face directory, loaded offline; with no
+        ``path``, the demo model bundled with fastdiff (a 4.1M-parameter masked LM trained on Python's
+        standard library, see ``fastdiff/demo_model/training.json``).
+
+        Args:
+            path: a directory with ``config.json``, the weights and the tokenizer files; ``None``: the
+                bundled demo model.
+            device: where the model runs; ``None``: ``"cuda"`` when available, else ``"cpu"``.
+            dtype: the model's ``torch.dtype``; ``None``: fp32 on the CPU, the stored dtype elsewhere.
+            config: a :class:`SamplerConfig`; ``None`` for the defaults.
+            **kwargs: the other :class:`Sampler` arguments (``backend``, ``cuda_graphs``...) and
+                :class:`SamplerConfig` fields.
+
+        Returns:
+            a :class:`Sampler` whose mask token is the tokenizer's, with the tokenizer as
+            ``sampler.tokenizer``.
+
+        Raises:
+            ValueError: ``path`` is not a model directory, or its tokenizer has no mask token.
+
+        Example:
+            >>> sampler = Sampler.from_pretrained(device="cpu", steps=16, seed=0)
+            >>> tok = sampler.tokenizer
+            >>> out = sampler.generate(tok("def area(w, h):\n", return_tensors="pt").input_ids, gen_length=32)
+            >>> print(tok.decode(out.sequences[0], skip_special_tokens=True))  # doctest: +SKIP
+        """
+        from fastdiff.pretrained import load_pretrained
+
+        model, tokenizer = load_pretrained(path, device=device, dtype=dtype)
+        sampler = cls(model, mask_token_id=tokenizer.mask_token_id, config=config, **kwargs)
+        sampler.tokenizer = tokenizer
+        return sampler
 
     @property
     def model(self):

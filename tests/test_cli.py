@@ -80,11 +80,6 @@ def model_dir(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def no_demo_model(monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "DEMO_MODEL_DIR", tmp_path / "no_demo_model")
-
-
 def _run(capsys, argv):
     capsys.readouterr()  # drop what the fixtures printed
     code = cli.main([str(a) for a in argv])
@@ -299,8 +294,6 @@ def _error_cases(model_dir, tmp_path):
     m = ["--model", str(model_dir)]
     return [
         (["generate", "--model", str(tmp_path / "missing"), "x"], f"--model {tmp_path / 'missing'}: no such directory", 2),
-        (["generate", "x"], "no demo model is bundled", 2),
-        (["trace", "x"], "no demo model is bundled", 2),
         (["generate", "--model", str(tmp_path), "x"], "no config.json", 2),
         (["generate", *m, "x", "--temperature", "-1"], "temperature must be >= 0", 2),
         (["generate", *m, "x", "--unmask", "best"], "unmask must be one of", 2),
@@ -321,7 +314,7 @@ def _error_cases(model_dir, tmp_path):
     ]
 
 
-def test_errors_are_one_line(capsys, model_dir, tmp_path, no_demo_model):
+def test_errors_are_one_line(capsys, model_dir, tmp_path):
     for argv, message, expected_code in _error_cases(model_dir, tmp_path):
         code, out, err = _run(capsys, argv)
         assert code == expected_code, (argv, err)
@@ -353,27 +346,39 @@ def test_ctrl_c_exits_cleanly(capsys, monkeypatch, model_dir):
 # ----------------------------------------------------------------------------------------------
 # demo
 # ----------------------------------------------------------------------------------------------
-def test_demo_is_the_default_and_needs_no_model(capsys, no_demo_model):
+def test_demo_is_the_default_and_runs_the_bundled_model(capsys):
     threads = torch.get_num_threads()
-    code, out, err = _run(capsys, ["--steps", 4, "--gen-length", 8, "--batch", 2])
+    code, out, err = _run(capsys, ["--steps", 4, "--gen-length", 8, "--seed", 3])
     assert code == 0, err
-    lines = out.splitlines()
-    assert "random weights give no text" in lines[0]
-    assert re.fullmatch(r"2 x 8 tokens in 4 steps: [\d.]+ ms \(\d+ tokens/s\)", lines[1])
-    rows = [list(map(int, line.split())) for line in lines[2:]]
-    assert len(rows) == 2 and all(len(r) == 16 + 8 for r in rows)
     assert torch.get_num_threads() == threads
-
-
-def test_demo_uses_the_bundled_model(capsys, monkeypatch, model_dir):
-    monkeypatch.setattr(cli, "DEMO_MODEL_DIR", Path(model_dir))
-    code, out, err = _run(capsys, ["demo", "--steps", 3, "--gen-length", 6, "--batch", 1])
-    assert code == 0, err
     lines = out.splitlines()
-    assert "bundled demo model" in lines[0] and "random weights" not in out
-    tokenizer = _tokenizer(model_dir)
-    prompt = cli.encode_input(cli.DEMO_PROMPT, tokenizer, tokenizer.mask_token_id).ids
-    assert lines[2].startswith(tokenizer.decode(prompt, skip_special_tokens=True))
+    assert lines[0].startswith("fastdiff demo: the bundled demo model")
+    assert re.fullmatch(r"generate: 1 x 8 tokens in 4 steps: [\d.]+ ms \(\d+ tokens/s\)", lines[1])
+    assert "\n".join(lines[2:]).startswith(cli.DEMO_PROMPT)
+    infill_line = next(i for i, line in enumerate(lines) if line.startswith("infill:"))
+    assert re.fullmatch(r"infill: 2 tokens in 2 steps: [\d.]+ ms \(greedy\)", lines[infill_line])
+    filled = "\n".join(lines[infill_line + 1:])
+    before, middle, after = re.split(r"\[MASK\]", cli.DEMO_TEMPLATE)
+    assert filled.startswith(before.rstrip(" ")) and "<mask>" not in filled
+    assert after.strip() in filled and middle.strip() in filled
+    code, again, _ = _run(capsys, ["--steps", 4, "--gen-length", 8, "--seed", 3])
+    assert again.splitlines()[2:infill_line] == lines[2:infill_line]  # same seed, same code
+
+
+def test_demo_rejects_bad_sizes(capsys):
+    code, out, err = _run(capsys, ["demo", "--gen-length", 0])
+    assert code == 2 and "--gen-length must be >= 1" in err
+
+
+def test_generate_without_model_uses_the_bundled_demo_model(capsys):
+    code, out, err = _run(capsys, ["generate", "def add(a, b):\n    return [MASK*3]\n", "--json", "-q",
+                                   "--temperature", "0"])
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["model"] == "demo model" and result["mode"] == "infill"
+    sample, = result["samples"]
+    assert sample["text"].startswith("def add(a, b):\n    return") and len(sample["fills"]) == 1
+    assert 4 not in sample["token_ids"]  # the demo tokenizer's <mask>
 
 
 # ----------------------------------------------------------------------------------------------
@@ -477,9 +482,8 @@ def test_python_dash_m_fastdiff_runs_the_demo():
     result = subprocess.run([sys.executable, "-m", "fastdiff"], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    bundled = (cli.DEMO_MODEL_DIR / "config.json").is_file()
-    assert ("bundled demo model" if bundled else "random weights give no text") in lines[0]
-    assert re.fullmatch(r"2 x 48 tokens in 10 steps: [\d.]+ ms \(\d+ tokens/s\)", lines[1])
+    assert lines[0].startswith("fastdiff demo: the bundled demo model")
+    assert re.fullmatch(r"generate: 1 x 48 tokens in 24 steps: [\d.]+ ms \(\d+ tokens/s\)", lines[1])
 
 
 def test_console_script(model_dir, fresh_seed):

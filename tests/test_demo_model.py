@@ -59,21 +59,71 @@ def test_load_pretrained_rejects_bad_arguments(tmp_path):
         load_pretrained(dtype="float16")
 
 
-def test_demo_model_predicts_held_out_code_far_better_than_token_frequencies(demo):
-    """Masked-token cross-entropy on code it never saw (this package's own schedule module) at a
-    15 % mask ratio, against the unigram entropy of its training corpus (6.35 nats)."""
+UNSEEN_CODE = '''\
+import os
+import sys
+
+
+class Inventory:
+    """A collection of named items with counts."""
+
+    def __init__(self, items=None):
+        self._counts = {}
+        if items is not None:
+            for name in items:
+                self.add(name)
+
+    def add(self, name, count=1):
+        if count < 0:
+            raise ValueError("count must not be negative")
+        self._counts[name] = self._counts.get(name, 0) + count
+        return self._counts[name]
+
+    def remove(self, name):
+        try:
+            del self._counts[name]
+        except KeyError:
+            return False
+        return True
+
+    def __len__(self):
+        return len(self._counts)
+
+    def __contains__(self, name):
+        return name in self._counts
+
+    def __repr__(self):
+        return "%s(%r)" % (self.__class__.__name__, self._counts)
+
+
+def read_names(path):
+    names = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            names.append(line)
+    return names
+'''
+
+
+def test_demo_model_predicts_unseen_code_far_better_than_token_frequencies(demo):
+    """Masked-token cross-entropy on ordinary Python it never saw (written for this test) at a 15 %
+    mask ratio, against the unigram entropy of its training corpus (6.35 nats). The shipped model
+    scores about 1.8 here."""
     from fastdiff.train import DiffusionCollator, diffusion_loss
 
     model, tokenizer = demo
-    text = (Path(fastdiff.__file__).parent / "schedule.py").read_text()
-    ids = torch.tensor(tokenizer(text)["input_ids"][:256])[None]
+    ids = torch.tensor(tokenizer(UNSEEN_CODE)["input_ids"][:256])[None]
+    assert ids.shape[1] == 256
     collator = DiffusionCollator.from_tokenizer(tokenizer, ratio_schedule=(0.15,))
     losses = []
     for seed in range(4):
         batch = collator(ids, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             losses.append(float(diffusion_loss(model, batch["input_ids"], batch["labels"])))
-    assert sum(losses) / len(losses) < 4.5, losses
+    assert sum(losses) / len(losses) < 3.0, losses
 
 
 def _prompt(tokenizer):
@@ -119,3 +169,23 @@ def test_training_record_matches_the_shipped_weights():
     info = json.loads((DEMO_MODEL_DIR / "training.json").read_text())
     assert info["weights_sha256"] == hashlib.sha256((DEMO_MODEL_DIR / "model.safetensors").read_bytes()).hexdigest()
     assert info["steps_done"] == info["settings"]["steps"]
+
+
+def test_sampler_from_pretrained_defaults_to_the_demo_model(fresh_seed):
+    sampler = Sampler.from_pretrained(device="cpu", steps=6, unmask="entropy", seed=fresh_seed)
+    tokenizer = sampler.tokenizer
+    assert sampler.mask_token_id == tokenizer.mask_token_id
+    assert sampler.config.steps == 6 and sampler.config.unmask == "entropy"
+    prompt = _prompt(tokenizer)
+    out = sampler.generate(prompt, gen_length=12)
+    assert out.nfe == 6 and not (out.sequences == tokenizer.mask_token_id).any()
+    assert tokenizer.decode(out.sequences[0], skip_special_tokens=True).startswith("def read_config(path):\n")
+
+
+def test_sampler_from_pretrained_passes_sampler_arguments_and_rejects_bad_paths(tmp_path):
+    sampler = Sampler.from_pretrained(DEMO_MODEL_DIR, device="cpu", backend="torch", masked_head=False)
+    assert sampler.backend == "torch" and not sampler.masked_head
+    with pytest.raises(ValueError, match="path"):
+        Sampler.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="backend"):
+        Sampler.from_pretrained(device="cpu", backend="cuda")
