@@ -54,6 +54,7 @@ MUTED_TEXT: RGB = (139, 148, 158)
 FIXED, SPECIAL, MASKED, NEW, KEPT = "fixed", "special", "masked", "new", "kept"
 
 MASK_GLYPH = "\u2591"  # light shade, the terminal's masked slot
+NEWLINE_GLYPH = "\u21b5"  # a newline inside a token, drawn; the line then breaks
 UNSCORED_LABEL = "changed later"  # the legend of grey tokens
 _MONOSPACE_FONTS = ("DejaVuSansMono.ttf", "LiberationMono-Regular.ttf", "Menlo.ttc", "consola.ttf",
                     "Courier New.ttf", "cour.ttf")
@@ -110,7 +111,7 @@ class Trace:
 @dataclass(frozen=True)
 class Slot:
     """Where a position is drawn: ``line``, starting ``column`` and width in character ``cells``;
-    ``line_start`` slots drop their tokens' leading spaces."""
+    ``line_start`` slots (the first of a wrapped line) drop their tokens' leading spaces."""
 
     line: int
     column: int
@@ -188,7 +189,7 @@ def build_trace(output: GenerationOutput, initial_ids: torch.Tensor, mask_token_
 def _visible(text: str) -> str:
     """Newlines, tabs and other control characters drawn as glyphs, so that a token stays on its line
     and never sends a control code to a terminal."""
-    text = text.replace("\r\n", "\n").replace("\n", "\u21b5").replace("\t", "\u2192")
+    text = text.replace("\r\n", "\n").replace("\n", NEWLINE_GLYPH).replace("\t", "\u2192")
     return "".join(chr(0x2400 + ord(c)) if ord(c) < 0x20 else "\u2421" if ord(c) == 0x7F
                    else "\ufffd" if 0x80 <= ord(c) < 0xA0 else c for c in text)
 
@@ -196,8 +197,10 @@ def _visible(text: str) -> str:
 def layout(trace: Trace, width: int) -> List[Slot]:
     """Place every position on a fixed grid of ``width`` character cells per line.
 
-    A slot is as wide as the widest token ever shown at its position (at least one cell); a slot that
-    starts a line drops the leading spaces of its tokens. A slot wider than a line gets a line of its own.
+    A slot is as wide as the widest token ever shown at its position (at least one cell). A line ends
+    where it is full, and after every position whose final token ends with a newline, so that code
+    keeps its lines. A slot that starts a wrapped line drops the leading spaces of its tokens; one
+    after a newline keeps them (indentation). A slot wider than a line gets a line of its own.
 
     Args:
         trace: the trajectory.
@@ -209,16 +212,20 @@ def layout(trace: Trace, width: int) -> List[Slot]:
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive int, got {width!r}")
     shown = torch.cat([trace.initial_ids[None], trace.token_ids]).T.tolist()  # [L, S + 1]
-    slots, line, column = [], 0, 0
+    slots, line, column, after_newline = [], 0, 0, False
     for ids in shown:
         texts = [trace.texts[i] for i in set(ids) if i != trace.mask_token_id]
         full = max([len(t) for t in texts] + [1])
         stripped = max([len(t.lstrip(" ")) for t in texts] + [1])
         if column > 0 and column + full > width:
             line, column = line + 1, 0
-        cells = stripped if column == 0 else full
-        slots.append(Slot(line=line, column=column, cells=cells, line_start=column == 0))
+        wrapped_start = column == 0 and not after_newline
+        cells = stripped if wrapped_start else full
+        slots.append(Slot(line=line, column=column, cells=cells, line_start=wrapped_start))
         column += cells
+        after_newline = trace.texts.get(ids[-1], "").endswith(NEWLINE_GLYPH)
+        if after_newline:
+            line, column = line + 1, 0
     return slots
 
 

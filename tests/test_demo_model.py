@@ -189,3 +189,16 @@ def test_sampler_from_pretrained_passes_sampler_arguments_and_rejects_bad_paths(
         Sampler.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="backend"):
         Sampler.from_pretrained(device="cpu", backend="cuda")
+
+
+def test_greedy_infill_of_the_demo_template_is_the_known_answer():
+    """The command-line demo's hole, filled greedily: the same tokens on every machine (a check that
+    the shipped weights, tokenizer and greedy path stay what the README shows)."""
+    from fastdiff import cli
+
+    sampler = Sampler.from_pretrained(device="cpu")
+    tokenizer = sampler.tokenizer
+    template = cli.encode_input(cli.DEMO_TEMPLATE, tokenizer, tokenizer.mask_token_id)
+    out = sampler.infill(torch.tensor([template.ids]), temperature=0.0)
+    fills = [tokenizer.decode(out.sequences[0, start:end]) for start, end in template.holes]
+    assert fills == [" 0", " False"]

@@ -86,22 +86,27 @@ def test_build_trace_errors(tiny_roberta, generation):
 
 def test_layout_fits_every_token_without_overlap(trace, fresh_seed):
     rng = random.Random(fresh_seed)
-    texts = {token: " " * rng.randint(0, 1) + "x" * rng.randint(0, 9) for token in trace.texts}
+    texts = {token: " " * rng.randint(0, 1) + "x" * rng.randint(0, 9) + tracing.NEWLINE_GLYPH * (rng.random() < 0.2)
+             for token in trace.texts}
     varied = tracing.Trace(**{**trace.__dict__, "texts": texts})
     width = rng.randint(6, 30)
     slots = tracing.layout(varied, width)
     assert len(slots) == trace.length
     shown = torch.cat([trace.initial_ids[None], trace.token_ids]).T.tolist()
     for position, (slot, ids) in enumerate(zip(slots, shown)):
-        assert slot.line_start == (slot.column == 0)
+        after_newline = position > 0 and texts.get(shown[position - 1][-1], "").endswith(tracing.NEWLINE_GLYPH)
+        assert slot.line_start == (slot.column == 0 and not after_newline)
         for token in set(ids) - {MASK_ID}:
             text = texts[token].lstrip(" ") if slot.line_start else texts[token]
             assert len(text) <= slot.cells
-        assert slot.column + slot.cells <= width or slot.line_start  # only an over-wide slot overflows
+        assert slot.column + slot.cells <= width or slot.column == 0  # only an over-wide slot overflows
         if position:
             before = slots[position - 1]
-            assert (slot.line, slot.column) == (before.line, before.column + before.cells) or (
-                slot.line == before.line + 1 and slot.column == 0)
+            if after_newline:  # a token ending with a newline ends its line
+                assert (slot.line, slot.column) == (before.line + 1, 0)
+            else:
+                assert (slot.line, slot.column) == (before.line, before.column + before.cells) or (
+                    slot.line == before.line + 1 and slot.column == 0)
     with pytest.raises(ValueError, match="width"):
         tracing.layout(trace, 0)
 
