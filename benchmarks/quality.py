@@ -32,7 +32,6 @@ import ast
 import hashlib
 import json
 import math
-import platform
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -43,6 +42,7 @@ import torch.nn.functional as F
 from fastdiff import Sampler, corpus
 from fastdiff.pretrained import load_pretrained
 from fastdiff.train import window_starts, windows
+from suite import cpu_name
 
 RULES = ("confidence", "margin", "entropy", "random", "ancestral", "threshold")
 TOKENS_PER_STEP = (1, 2, 4, 8, 24)
@@ -292,8 +292,8 @@ def write_markdown(result: dict, path: Path) -> None:
     generation, infill = result["generation"], result["infill"]
     meta = result["setup"]
     lines = ["# Quality benchmark: demo diffusion model vs same-size GPT-2 (CPU)", "",
-             f"Measured by `benchmarks/quality.py` on {meta['machine']}, torch {meta['torch']}, "
-             f"{meta['threads']} threads, in one run. {meta['prompts']} held-out prompts of {meta['prompt_length']} "
+             f"Measured by `benchmarks/quality.py` on {meta['machine']}, {meta['threads']} threads, "
+             f"torch {meta['torch']}, in one run. {meta['prompts']} held-out prompts of {meta['prompt_length']} "
              f"tokens, {meta['gen_length']} generated tokens each, temperature 1. Wall-clock is for the whole batch "
              "on a shared 2-core machine (noisy: compare within this table only).", "",
              "## Generative perplexity under the AR model (lower is better; entropy guards against repetition)", "",
@@ -373,7 +373,7 @@ def main(argv=None) -> None:
     ar_model = AutoModelForCausalLM.from_pretrained(args.ar_model, local_files_only=True, dtype=torch.float32).eval()
     texts = heldout_sources()
     prompts, continuations = generation_prompts(tokenizer, texts, args.prompt_length, args.gen_length, args.prompts)
-    result = {"setup": {"machine": f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)",
+    result = {"setup": {"machine": cpu_name(),
                         "torch": torch.__version__, "threads": args.threads, "prompts": args.prompts,
                         "prompt_length": args.prompt_length, "gen_length": args.gen_length,
                         "span_lines": args.span_lines, "timing_repeats": args.repeats, "infill_context": args.infill_context,

@@ -538,7 +538,7 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
@@ -557,9 +557,9 @@ def device_info(device: torch.device) -> Dict[str, object]:
         info = dict(type="cuda", name=name, stem=f"cuda-{slug(name)}",
                     memory_gib=torch.cuda.get_device_properties(device).total_memory / 2**30)
     else:
-        name = _cpu_name()
+        name = cpu_name()
         info = dict(type=device.type, name=name, stem=f"{device.type}-{slug(name)}")
-    info.update(cpu=_cpu_name(), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads())
+    info.update(cpu=cpu_name(), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads())
     if hasattr(os, "getloadavg"):  # 1, 5 and 15 minute load: other work on the machine skews CPU timings
         info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return info

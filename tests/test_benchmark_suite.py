@@ -42,7 +42,7 @@ def smoke_run(tmp_path_factory):
 def _document(out: Path):
     files = list(out.glob("cpu-*.json"))
     assert len(files) == 1, files
-    assert files[0].stem == "cpu-" + suite.slug(suite._cpu_name())
+    assert files[0].stem == "cpu-" + suite.slug(suite.cpu_name())
     return files[0], json.loads(files[0].read_text())
 
 
