@@ -1,6 +1,6 @@
 """What speed costs in quality: the demo diffusion model against a same-size GPT-2 on held-out code.
 
-Run (CPU, about half an hour on 2 cores)::
+Run (CPU: about 40 minutes on 2 cores)::
 
     python benchmarks/quality.py --ar-model /tmp/fastdiff-train/models/ar_gpt2
 
@@ -178,6 +178,17 @@ def quality_row(ar_model, prompt, generated, seconds: float, nfe, **fields) -> d
 # ------------------------------------------------------------------------------------------------
 # the runs
 # ------------------------------------------------------------------------------------------------
+def rule_options(rule: str) -> dict:
+    """The sampler options of one row of the tables: an unmask rule, or ``"threshold"`` (confidence
+    with :data:`THRESHOLD`)."""
+    return dict(unmask="confidence", threshold=THRESHOLD) if rule == "threshold" else dict(unmask=rule)
+
+
+def suppressed_tokens(tokenizer) -> List[int]:
+    """The special tokens neither model may write (the sampler excludes the mask token itself)."""
+    return [i for i in tokenizer.all_special_ids if i != tokenizer.mask_token_id]
+
+
 def _timed(call, repeats: int):
     """``call()``'s first result and its fastest wall-clock over ``repeats`` runs (the same seed gives
     the same result each time, which is checked)."""
@@ -197,7 +208,7 @@ def _timed(call, repeats: int):
 def generation_benchmark(model, tokenizer, ar_model, prompts, continuations, seed: int,
                          repeats: int) -> List[dict]:
     B, G = continuations.shape
-    suppress = [i for i in tokenizer.all_special_ids if i != tokenizer.mask_token_id]
+    suppress = suppressed_tokens(tokenizer)
     rows = [quality_row(ar_model, prompts, continuations, 0.0, None, model="held-out text", rule="-", steps=None)]
     ar_generate(ar_model, prompts[:2], 4, 1.0, suppress, seed)  # warm-up
     generated, seconds = _timed(lambda: ar_generate(ar_model, prompts, G, 1.0, suppress, seed), repeats)
@@ -210,7 +221,7 @@ def generation_benchmark(model, tokenizer, ar_model, prompts, continuations, see
     for rule in RULES:
         for k in TOKENS_PER_STEP:
             steps = math.ceil(G / k)
-            options = dict(unmask="confidence", threshold=THRESHOLD) if rule == "threshold" else dict(unmask=rule)
+            options = rule_options(rule)
             out, elapsed = _timed(lambda: sampler.generate(prompts, gen_length=G, steps=steps, **options), repeats)
             generated = out.sequences[:, prompts.shape[1]:]
             assert not (generated == tokenizer.mask_token_id).any()
@@ -221,7 +232,7 @@ def generation_benchmark(model, tokenizer, ar_model, prompts, continuations, see
 
 
 def infill_benchmark(model, tokenizer, ar_model, tasks: List[dict], kind: str, seed: int) -> List[dict]:
-    suppress = [i for i in tokenizer.all_special_ids if i != tokenizer.mask_token_id]
+    suppress = suppressed_tokens(tokenizer)
     sampler = Sampler(model, mask_token_id=tokenizer.mask_token_id, backend="torch", cuda_graphs=False,
                       temperature=0.0, suppress_token_ids=suppress, seed=seed)
     by_length: Dict[int, List[dict]] = {}
@@ -230,7 +241,7 @@ def infill_benchmark(model, tokenizer, ar_model, tasks: List[dict], kind: str, s
     rows = []
     for rule in RULES:
         for k in INFILL_TOKENS_PER_STEP:
-            options = dict(unmask="confidence", threshold=THRESHOLD) if rule == "threshold" else dict(unmask=rule)
+            options = rule_options(rule)
             exact = correct = total = nfe = 0
             start = time.perf_counter()
             for n, group in sorted(by_length.items()):
