@@ -8,12 +8,17 @@ keys; every offset stays 32-bit whatever ``B * L * V`` is.
 import triton
 import triton.language as tl
 
-from fastdiff.kernels.reference import _HASH_MUL1, _HASH_MUL2, _KEY_B_SALT, _STREAM_MUL
+from fastdiff.kernels import reference
+
+# a @triton.jit body may read module globals only when they are constexprs
+_HASH_MUL1 = tl.constexpr(reference._HASH_MUL1)
+_HASH_MUL2 = tl.constexpr(reference._HASH_MUL2)
+_KEY_B_SALT = tl.constexpr(reference._KEY_B_SALT)
 
 
 def stream_salt(stream: int) -> int:
     """The per-stream constant folded into the seed (a kernel ``constexpr``)."""
-    return (stream * _STREAM_MUL) & 0xFFFFFFFF
+    return (stream * reference._STREAM_MUL) & 0xFFFFFFFF
 
 
 @triton.jit

@@ -17,7 +17,7 @@ from fastdiff.kernels.reference import SCORE_KINDS, STREAM_SAMPLE
 from fastdiff.kernels.select_topk import _KEY_NEG_INF, _KEY_POS_INF, _as_device_scalar, _ordered_key
 
 _SCORE_CODES = {kind: code for code, kind in enumerate(SCORE_KINDS)}  # confidence 0, margin 1, entropy 2
-_NO_INDEX = 2**31 - 1
+_NO_INDEX = tl.constexpr(2**31 - 1)  # above every vocabulary index
 
 
 @triton.jit

@@ -11,9 +11,9 @@ from fastdiff.kernels.reference import STREAM_SELECT
 
 MAX_LENGTH = 8192
 
-# order-preserving int32 images of -inf and +inf (see _ordered_key)
-_KEY_NEG_INF = -2139095041
-_KEY_POS_INF = 2139095040
+# order-preserving int32 images of -inf and +inf (see _ordered_key); constexprs, so that kernels may read them
+_KEY_NEG_INF = tl.constexpr(-2139095041)
+_KEY_POS_INF = tl.constexpr(2139095040)
 
 
 @triton.jit
