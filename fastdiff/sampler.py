@@ -643,7 +643,7 @@ class Sampler:
             tokens, scores = self._sample_rows(st, config, backend, eligible, bucket)
             logits = None
         if st.defer_ids is not None:
-            scores = torch.where(torch.isin(tokens, st.defer_ids), float("-inf"), scores)
+            scores = torch.where(_equals_any(tokens, st.defer_ids), float("-inf"), scores)
         bad = (torch.isnan(scores) & eligible).any()
         st.bad_step.copy_(torch.where((st.bad_step < 0) & bad, st.nfe - 1, st.bad_step))
 
@@ -683,7 +683,7 @@ class Sampler:
         positions after that EOS become the same EOS token."""
         B, L = st.canvas.shape
         positions = torch.arange(L, device=st.canvas.device)
-        is_eos = torch.isin(st.canvas, st.eos_ids) & st.editable
+        is_eos = _equals_any(st.canvas, st.eos_ids) & st.editable
         has_eos = is_eos.any(dim=-1)
         first = torch.where(has_eos, torch.argmax(is_eos.to(torch.int32), dim=-1),
                             torch.full_like(has_eos, L, dtype=torch.int64))
@@ -695,6 +695,12 @@ class Sampler:
         st.canvas.copy_(torch.where(after, eos_token, st.canvas))
         st.confidence.masked_fill_(after, float("nan"))
         st.done.logical_or_(newly_done)
+
+
+def _equals_any(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``torch.isin(values, ids)`` as a broadcast compare over the few ``ids``: isin may sort and
+    synchronise, which a captured step must not."""
+    return (values[..., None] == ids).any(dim=-1)
 
 
 def _check_ids(ids, name: str) -> torch.Tensor:

@@ -63,7 +63,8 @@ def commit_remask_triton(canvas, confidence, tokens, scores, selected, editable,
     block = triton.next_power_of_2(L)
     _commit_remask_kernel[(B,)](
         canvas, confidence, tokens, scores, selected.view(torch.int8), editable.view(torch.int8),
-        n_remask.to(torch.int32), rng_state, _as_device_scalar(remask_temperature, torch.float32, canvas.device),
+        n_remask.to(torch.int32), rng_state, _as_device_scalar(remask_temperature, torch.float32, canvas.device,
+                                                               "remask_temperature"),
         mask_id, L,
         STREAM_SALT=stream_salt(STREAM_REMASK),
         BLOCK_L=block,

@@ -1,10 +1,22 @@
 """Masked logit gathering and sampling: one program per canvas position, streaming over the vocabulary.
 
 A program whose position is not masked writes ``(-1, -inf)`` and reads nothing else, so the time
-falls with the masked fraction. A masked row is read once, in chunks of ``BLOCK_V``, keeping an
-online max / log-sum-exp and a running Gumbel-max; no softmax or ``[B, L, V]`` tensor is built.
-Top-k and top-p find their thresholds by bisection on an order-preserving integer image of the
-logits, one extra pass over the row per bisection step.
+falls with the masked fraction. A masked row is read in chunks of ``BLOCK_V``, keeping an online
+max / log-sum-exp and a running Gumbel-max; no softmax or ``[B, L, V]`` tensor is built. Each row is
+read from the 16-byte-aligned element at or before its start, so that every chunk inside the row
+is a 128-bit vector load whatever the vocabulary size (50,265 included); only the first and last
+chunks of a row are masked.
+
+Passes over each masked row (counted through the interpreter by ``tests/test_pass_count.py``):
+
+=========================  ======
+mode                       passes
+=========================  ======
+greedy, temperature        1
+top-k                      34: the max, 32 bisection steps on the order-preserving integer key, the draw
+top-p                      35: the max, the kept mass, 32 bisection steps, the draw
+top-k + top-p              67
+=========================  ======
 
 Reference: :func:`fastdiff.kernels.reference.sample_masked_reference`.
 """
@@ -21,36 +33,44 @@ _NO_INDEX = tl.constexpr(2**31 - 1)  # above every vocabulary index
 
 
 @triton.jit
-def _load_chunk(row_ptr, offs, V, suppress_ptr, n_suppress):
-    """Raw fp32 logits of one chunk, whether each is a drawable id, and whether any is NaN / +inf."""
-    inside = offs < V
-    raw = tl.load(row_ptr + offs, mask=inside, other=float("-inf")).to(tl.float32)
+def _load_chunk(row_base, start, lead, V, suppress_ptr, n_suppress, BLOCK_V: tl.constexpr):
+    """One chunk of a row read from its aligned base (``lead`` elements before the row starts).
+
+    Returns the chunk's vocabulary ids, raw fp32 logits, whether each is a drawable id, and whether
+    any is NaN / +inf. A chunk wholly inside the row is read without a mask, so that its loads are
+    128-bit vectors whatever the vocabulary size; only the first and last chunks are masked.
+    """
+    idx = start + tl.arange(0, BLOCK_V)
+    cols = idx - lead
+    inside = (cols >= 0) & (cols < V)
+    if (start >= lead) & (start + BLOCK_V <= V + lead):
+        raw = tl.load(row_base + idx).to(tl.float32)
+    else:
+        raw = tl.load(row_base + idx, mask=inside, other=float("-inf")).to(tl.float32)
     bad = tl.max(((raw != raw) | (raw == float("inf"))).to(tl.int32), axis=0)
     allowed = inside
     for i in range(n_suppress):
-        allowed = allowed & (offs != tl.load(suppress_ptr + i))
-    return raw, allowed, bad
+        allowed = allowed & (cols != tl.load(suppress_ptr + i))
+    return cols, raw, allowed, bad
 
 
 @triton.jit
-def _count_at_least(row_ptr, V, suppress_ptr, n_suppress, t, key, BLOCK_V: tl.constexpr):
+def _count_at_least(row_base, lead, V, suppress_ptr, n_suppress, t, key, BLOCK_V: tl.constexpr):
     # #{drawable v : key(z_v) >= key}, z = raw / t
     count = tl.zeros((), tl.int32)
-    for start in range(0, V, BLOCK_V):
-        offs = start + tl.arange(0, BLOCK_V)
-        raw, allowed, _ = _load_chunk(row_ptr, offs, V, suppress_ptr, n_suppress)
+    for start in range(0, V + lead, BLOCK_V):
+        _, raw, allowed, _ = _load_chunk(row_base, start, lead, V, suppress_ptr, n_suppress, BLOCK_V)
         z = raw / t
         count += tl.sum((allowed & (z > float("-inf")) & (_ordered_key(z) >= key)).to(tl.int32), axis=0)
     return count
 
 
 @triton.jit
-def _mass_above(row_ptr, V, suppress_ptr, n_suppress, t, m, floor_key, key, BLOCK_V: tl.constexpr):
+def _mass_above(row_base, lead, V, suppress_ptr, n_suppress, t, m, floor_key, key, BLOCK_V: tl.constexpr):
     # sum of exp(z - m) over drawable v with key(z_v) >= floor_key and key(z_v) > key
     mass = tl.zeros((), tl.float32)
-    for start in range(0, V, BLOCK_V):
-        offs = start + tl.arange(0, BLOCK_V)
-        raw, allowed, _ = _load_chunk(row_ptr, offs, V, suppress_ptr, n_suppress)
+    for start in range(0, V + lead, BLOCK_V):
+        _, raw, allowed, _ = _load_chunk(row_base, start, lead, V, suppress_ptr, n_suppress, BLOCK_V)
         z = raw / t
         zkey = _ordered_key(z)
         kept = allowed & (z > float("-inf")) & (zkey >= floor_key) & (zkey > key)
@@ -74,21 +94,25 @@ def _sample_masked_kernel(
     SHIFT: tl.constexpr,
     STREAM_SALT: tl.constexpr,
     BLOCK_V: tl.constexpr,
+    VECTOR: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if HAS_ROW_IDS:
         # gathered rows [R, V]: row_ids holds each row's canvas position b * L + l, -1 for padding
         row = tl.load(row_ids_ptr + pid)
         masked = row >= 0
-        row_ptr = logits_ptr + pid.to(tl.int64) * stride_lb
+        row_start = pid.to(tl.int64) * stride_lb
     else:
         # the canvas [B, L, V]: position (b, l) reads row (b, l - SHIFT), clamped at 0
         b = pid // L
         l = pid % L
         row = pid
         masked = tl.load(mask_ptr + b * stride_mb + l * stride_ml) != 0
-        row_ptr = logits_ptr + b.to(tl.int64) * stride_lb + tl.maximum(l - SHIFT, 0).to(tl.int64) * stride_ll
+        row_start = b.to(tl.int64) * stride_lb + tl.maximum(l - SHIFT, 0).to(tl.int64) * stride_ll
     if masked:
+        # the row is read from the VECTOR-aligned element before it (VECTOR elements = 16 bytes)
+        lead = (row_start % VECTOR).to(tl.int32)
+        row_base = logits_ptr + tl.multiple_of(row_start - lead, VECTOR)
         t = tl.load(temperature_ptr)
         sampling = t > 0
         t = tl.where(sampling, t, 1.0)  # argmax scores on softmax(logits)
@@ -101,9 +125,8 @@ def _sample_masked_kernel(
         floor_key = tl.full((), _KEY_NEG_INF, tl.int64)
         if HAS_TOP_K or HAS_TOP_P:
             m = tl.full((), float("-inf"), tl.float32)
-            for start in range(0, V, BLOCK_V):
-                offs = start + tl.arange(0, BLOCK_V)
-                raw, allowed, chunk_bad = _load_chunk(row_ptr, offs, V, suppress_ptr, n_suppress)
+            for start in range(0, V + lead, BLOCK_V):
+                _, raw, allowed, chunk_bad = _load_chunk(row_base, start, lead, V, suppress_ptr, n_suppress, BLOCK_V)
                 bad = tl.maximum(bad, chunk_bad)
                 m = tl.maximum(m, tl.max(tl.where(allowed, raw / t, float("-inf")), axis=0))
             if HAS_TOP_K:
@@ -113,20 +136,22 @@ def _sample_masked_kernel(
                 hi = tl.full((), _KEY_POS_INF, tl.int64)
                 for _ in range(32):
                     mid = (lo + hi + 1) >> 1
-                    enough = _count_at_least(row_ptr, V, suppress_ptr, n_suppress, t, mid, BLOCK_V) >= k
+                    enough = _count_at_least(row_base, lead, V, suppress_ptr, n_suppress, t, mid, BLOCK_V) >= k
                     lo = tl.where(enough, mid, lo)
                     hi = tl.where(enough, hi, mid - 1)
                 floor_key = lo
             if HAS_TOP_P:
                 # nucleus: keep z whose strictly larger kept z hold less than top_p of the kept mass,
                 # i.e. key(z) >= the smallest x with mass(key > x) < top_p * mass(all kept)
-                total = _mass_above(row_ptr, V, suppress_ptr, n_suppress, t, m, floor_key, floor_key - 1, BLOCK_V)
+                total = _mass_above(row_base, lead, V, suppress_ptr, n_suppress, t, m, floor_key, floor_key - 1,
+                                    BLOCK_V)
                 target = tl.load(top_p_ptr) * total
                 lo = floor_key
                 hi = tl.full((), _KEY_POS_INF, tl.int64)
                 for _ in range(32):
                     mid = (lo + hi) >> 1
-                    small = _mass_above(row_ptr, V, suppress_ptr, n_suppress, t, m, floor_key, mid, BLOCK_V) < target
+                    small = _mass_above(row_base, lead, V, suppress_ptr, n_suppress, t, m, floor_key, mid,
+                                        BLOCK_V) < target
                     hi = tl.where(small, mid, hi)
                     lo = tl.where(small, lo, mid + 1)
                 floor_key = hi
@@ -145,9 +170,8 @@ def _sample_masked_kernel(
         best = tl.full((), float("-inf"), tl.float32)
         best_idx = tl.full((), -1, tl.int32)
         best_zs = tl.full((), float("-inf"), tl.float32)
-        for start in range(0, V, BLOCK_V):
-            offs = start + tl.arange(0, BLOCK_V)
-            raw, allowed, chunk_bad = _load_chunk(row_ptr, offs, V, suppress_ptr, n_suppress)
+        for start in range(0, V + lead, BLOCK_V):
+            offs, raw, allowed, chunk_bad = _load_chunk(row_base, start, lead, V, suppress_ptr, n_suppress, BLOCK_V)
             bad = tl.maximum(bad, chunk_bad)
             z = raw / t
             kept = allowed & (z > float("-inf")) & (_ordered_key(z) >= floor_key)
@@ -260,10 +284,11 @@ def _launch(logits, stride_rows, stride_cols, shape, rng_state, options, block_v
         mask_arg, mask.stride(0) if mask is not None else 0, mask.stride(1) if mask is not None else 0,
         row_ids if row_ids is not None else tokens,
         rng_state, suppress_ids, suppress_ids.numel(),
-        _as_device_scalar(options.get("temperature", 0.0), torch.float32, device),
-        _as_device_scalar(top_k if top_k is not None else V, torch.int32, device),
-        _as_device_scalar(top_p if top_p is not None else 1.0, torch.float32, device),
-        _as_device_scalar(score_temperature if score_temperature is not None else 1.0, torch.float32, device),
+        _as_device_scalar(options.get("temperature", 0.0), torch.float32, device, "temperature"),
+        _as_device_scalar(top_k if top_k is not None else V, torch.int32, device, "top_k"),
+        _as_device_scalar(top_p if top_p is not None else 1.0, torch.float32, device, "top_p"),
+        _as_device_scalar(score_temperature if score_temperature is not None else 1.0, torch.float32, device,
+                          "score_temperature"),
         tokens, scores,
         shape[-1] if mask is not None else 1, V,
         SCORE=_SCORE_CODES[options.get("score", "confidence")],
@@ -274,6 +299,7 @@ def _launch(logits, stride_rows, stride_cols, shape, rng_state, options, block_v
         SHIFT=1 if shift else 0,
         STREAM_SALT=stream_salt(STREAM_SAMPLE),
         BLOCK_V=block,
+        VECTOR=16 // logits.element_size(),
         num_warps=4 if block <= 1024 else 8,
     )
     return tokens, scores

@@ -83,11 +83,20 @@ def _select_topk_kernel(
     tl.store(out_ptr + row * L + offs, chosen.to(tl.int8), mask=inside)
 
 
-def _as_device_scalar(value, dtype, device) -> torch.Tensor:
-    """A one-element device tensor, filled on the device (capturable, no host copy)."""
-    if isinstance(value, torch.Tensor):
-        return value.reshape(1).to(dtype)
-    return torch.full((1,), value, dtype=dtype, device=device)
+def _as_device_scalar(value, dtype, device, name: str) -> torch.Tensor:
+    """A one-element tensor on ``device`` that the kernel reads (no host copy under a graph capture).
+
+    A Python number is filled on the device. A tensor on another device is moved there, except during
+    a CUDA-graph capture, where a cross-device copy cannot be captured: then it is refused.
+    """
+    if not isinstance(value, torch.Tensor):
+        return torch.full((1,), value, dtype=dtype, device=device)
+    if value.device != torch.device(device):
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            raise ValueError(f"{name} is a tensor on {value.device} and the data is on {device}: inside a "
+                             f"captured CUDA graph it must be on {device}")
+        value = value.to(device)
+    return value.reshape(1).to(dtype)
 
 
 def select_topk_triton(scores, eligible, k, rng_state, *, position_temperature=0.0, threshold=None, out=None):
@@ -110,8 +119,8 @@ def select_topk_triton(scores, eligible, k, rng_state, *, position_temperature=0
     block = triton.next_power_of_2(L)
     _select_topk_kernel[(B,)](
         scores, scores.stride(0), eligible.view(torch.int8), eligible.stride(0), k.to(torch.int32), rng_state,
-        _as_device_scalar(position_temperature, torch.float32, device),
-        _as_device_scalar(float("-inf") if threshold is None else threshold, torch.float32, device),
+        _as_device_scalar(position_temperature, torch.float32, device, "position_temperature"),
+        _as_device_scalar(float("-inf") if threshold is None else threshold, torch.float32, device, "threshold"),
         out.view(torch.int8), L,
         HAS_THRESHOLD=threshold is not None,
         STREAM_SALT=stream_salt(STREAM_SELECT),
