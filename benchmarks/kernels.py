@@ -24,9 +24,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +213,8 @@ class KernelBench:
                                       "sample_masked with 25% of rows masked: about a quarter of the time",
                                       ">= 20x faster than fp32 softmax + multinomial at 64x256x50265 bf16",
                                       "select_topk <= 20 us at 64x4096"])
+        if self.device.type != "cuda":  # no GPU timings here: the proxies of what the GPU would do
+            document["cost_model"] = cost_proxies()
         document["table"] = markdown(document)
         out_dir.mkdir(parents=True, exist_ok=True)
         stem = f"kernels-{device['stem']}"
@@ -236,6 +242,27 @@ def add_comparisons(results: List[Dict[str, object]]) -> None:
                 record["speedup_vs"][other["impl"]] = other["ms"] / record["ms"]
 
 
+def cost_proxies() -> Dict[str, object]:
+    """Per sampling mode, the passes ``sample_masked`` makes over a masked row (counted through the
+    Triton interpreter on peaked, random and near-uniform rows) and the SASS instructions per logit
+    element of the kernel compiled for sm_90 (bf16, V = 50,265); see ``fastdiff.kernels.cost_model``.
+    Each runs in a subprocess: one needs the interpreter, the other the compiler. ``{}`` without Triton."""
+    if importlib.util.find_spec("triton") is None:
+        return {}
+    proxies: Dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for what, interpret in (("passes", "1"), ("sass", None)):
+            env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+            if interpret:
+                env["TRITON_INTERPRET"] = interpret
+            target = Path(folder) / f"{what}.json"
+            done = subprocess.run([sys.executable, "-W", "ignore", "-m", "fastdiff.kernels.cost_model", what, "--json",
+                                   str(target)], env=env, capture_output=True, text=True, timeout=900)
+            proxies[what] = (json.loads(target.read_text()) if done.returncode == 0
+                             else {"error": (done.stderr or done.stdout).strip().splitlines()[-1:]})
+    return proxies
+
+
 def markdown(document: Dict[str, object]) -> str:
     device, v = document["device"], document["versions"]
     lines = [f"Device: {device['name']} ({device['type']}); torch {v['torch']}, triton {v['triton']}, "
@@ -249,6 +276,21 @@ def markdown(document: Dict[str, object]) -> str:
         speedups = ", ".join(f"{x:.2f}x vs {name}" for name, x in sorted(r["speedup_vs"].items()))
         lines.append(f"| {r['op']} | {r['setting']} | {r['impl']} | {r['ms']:.4f} | {r['gb_per_s']:.3g} | {pct} | "
                      f"{speedups} |")
+    proxies = document.get("cost_model") or {}
+    passes, sass = proxies.get("passes", {}), proxies.get("sass", {})
+    if passes and "error" not in passes and sass and "error" not in sass:
+        temperature = sass["temperature"]["instructions_per_element"]
+        lines += ["", "Without a GPU, what `sample_masked` would cost there: passes over each masked row (Triton "
+                  "interpreter, V = 1,000) and SASS instructions per logit element (sm_90, bf16, V = 50,265; "
+                  "greedy and temperature share one compiled kernel).", "",
+                  "| mode | passes: peaked / random / near-uniform | SASS per element | vs temperature |",
+                  "|---|---|--:|--:|"]
+        for mode, counts in passes.items():
+            per_element = sass[mode]["instructions_per_element"]
+            lines.append(f"| {mode} | {' / '.join(f'{n:g}' for n in counts.values())} | {per_element:.0f} | "
+                         f"{per_element / temperature:.1f}x |")
+    elif proxies:
+        lines += ["", f"Cost proxies failed: {proxies}"]
     return "\n".join(lines)
 
 
