@@ -216,35 +216,39 @@ def _tool(name: str) -> str:
     return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
 
 
-def _resource_usage(cubin: bytes) -> Dict[str, int]:
-    """Registers, stack and spill-related bytes of a cubin, from ``cuobjdump -res-usage``."""
+def _run_on_cubin(tool: str, flag: str, cubin: bytes) -> str:
+    """What one of the wheel's CUDA binary tools prints for a cubin."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as handle:
         handle.write(cubin)
         handle.flush()
-        text = subprocess.run([_tool("cuobjdump"), "-res-usage", handle.name], capture_output=True, text=True,
-                              check=True).stdout
-    usage = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", text)}
-    return usage
+        return subprocess.run([_tool(tool), flag, handle.name], capture_output=True, text=True, check=True).stdout
+
+
+def _resource_usage(cubin: bytes) -> Dict[str, int]:
+    """Registers, stack and spill-related bytes of a cubin, from ``cuobjdump -res-usage``."""
+    text = _run_on_cubin("cuobjdump", "-res-usage", cubin)
+    return {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", text)}
 
 
 def sass(cubin: bytes) -> str:
     """The SASS of a cubin (``nvdisasm``, one instruction a line)."""
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as handle:
-        handle.write(cubin)
-        handle.flush()
-        return subprocess.run([_tool("nvdisasm"), "-c", handle.name], capture_output=True, text=True,
-                              check=True).stdout
+    return _run_on_cubin("nvdisasm", "-c", cubin)
+
+
+def compiled_kernel(config: Config, arch: int):
+    """The compiled kernel object of one configuration (for its metadata and SASS)."""
+    with compiling_for(arch) as compiled:
+        config.launch()
+    if not compiled:
+        raise RuntimeError("the launcher launched nothing")
+    return compiled[-1]
 
 
 def compile_config(config: Config, arch: int) -> Result:
     """Compile one configuration for ``sm_<arch>``; a compile error becomes ``Result.error``."""
     start = time.perf_counter()
     try:
-        with compiling_for(arch) as compiled:
-            config.launch()
-        if not compiled:
-            raise RuntimeError("the launcher launched nothing")
-        kernel = compiled[-1]
+        kernel = compiled_kernel(config, arch)
         usage = _resource_usage(kernel.asm["cubin"])
         return Result(config.kernel, config.name, config.main, True, time.perf_counter() - start,
                       registers=usage.get("REG"), spill_bytes=usage.get("LOCAL", 0), stack_bytes=usage.get("STACK", 0),
@@ -256,12 +260,6 @@ def compile_config(config: Config, arch: int) -> Result:
         return Result(config.kernel, config.name, config.main, False, time.perf_counter() - start,
                       error=message[:600])
 
-
-def compiled_kernel(config: Config, arch: int):
-    """The compiled kernel object of one configuration (for its SASS)."""
-    with compiling_for(arch) as compiled:
-        config.launch()
-    return compiled[-1]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -276,12 +274,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     for arch in arches:
         for config in configs:
             result = compile_config(config, arch)
-            results.append(dict(asdict(result), arch=arch))
+            results.append(dict(asdict(result), arch=arch, failed=result.failed))
             status = "FAIL" if result.failed else "ok"
             detail = result.error or (f"{result.registers} registers, {result.spill_bytes} B spilled, "
                                       f"{result.stack_bytes} B stack")
             print(f"sm_{arch} {status:4} {config.kernel}[{config.name}] {result.seconds:.1f}s: {detail}", flush=True)
-    failed = [r for r in results if not r["ok"] or (r["main"] and r["spill_bytes"])]
+    failed = [r for r in results if r["failed"]]
     print(f"{len(results) - len(failed)} of {len(results)} configurations compiled cleanly "
           f"(triton {triton.__version__})")
     if args.json:

@@ -16,11 +16,12 @@ Both are proxies of GPU time, not timings; the kernel benchmarks print them besi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 
@@ -51,33 +52,41 @@ def profile_logits(profile: str, rows: int, vocab: int, seed: int = 0) -> torch.
     return logits
 
 
+@contextlib.contextmanager
+def recording_loads(tensor: torch.Tensor) -> Iterator[List[int]]:
+    """Inside: every element of ``tensor`` that an interpreted kernel loads (mask on) is appended to
+    the yielded list, as its flat index (one entry per load, so a row read twice appears twice)."""
+    from triton.runtime import interpreter
+
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    loaded: List[int] = []
+    original = interpreter.InterpreterBuilder.create_masked_load
+
+    def recording_load(builder, ptrs, mask, *args, **kwargs):
+        addresses = ptrs.data.astype("uint64")
+        inside = (addresses >= start) & (addresses < end) & mask.data.astype(bool)
+        loaded.extend(((addresses[inside] - start) // tensor.element_size()).tolist())
+        return original(builder, ptrs, mask, *args, **kwargs)
+
+    interpreter.InterpreterBuilder.create_masked_load = recording_load
+    try:
+        yield loaded
+    finally:
+        interpreter.InterpreterBuilder.create_masked_load = original
+
+
 def count_passes(options: dict, logits: torch.Tensor, block_v: Optional[int] = None) -> float:
     """Passes the kernel makes over each masked row: logit elements loaded / (rows x vocabulary)."""
     if os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError("count_passes runs the kernel in the Triton interpreter: set TRITON_INTERPRET=1 first")
-    from triton.runtime import interpreter
-
     from fastdiff.kernels.sample_masked import sample_masked_triton
 
-    start = logits.data_ptr()
-    end = start + logits.numel() * logits.element_size()
-    loaded = 0
-    original = interpreter.InterpreterBuilder.create_masked_load
-
-    def counting_load(builder, ptrs, mask, *args, **kwargs):
-        nonlocal loaded
-        addresses = ptrs.data.astype("uint64")
-        loaded += int(((addresses >= start) & (addresses < end) & mask.data.astype(bool)).sum())
-        return original(builder, ptrs, mask, *args, **kwargs)
-
-    interpreter.InterpreterBuilder.create_masked_load = counting_load
-    try:
-        B, L, V = logits.shape
-        mask = torch.ones(B, L, dtype=torch.bool)
-        sample_masked_triton(logits, mask, torch.tensor([0, 0]), block_v=block_v, **options)
-    finally:
-        interpreter.InterpreterBuilder.create_masked_load = original
-    return loaded / (logits.shape[0] * logits.shape[1] * logits.shape[2])
+    B, L, V = logits.shape
+    with recording_loads(logits) as loaded:
+        sample_masked_triton(logits, torch.ones(B, L, dtype=torch.bool), torch.tensor([0, 0]), block_v=block_v,
+                             **options)
+    return len(loaded) / (B * L * V)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,8 +161,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     results: Dict[str, dict] = {}
     for mode, options in MODES.items():
         if args.what == "passes":
-            if os.environ.get("TRITON_INTERPRET") != "1":
-                os.environ["TRITON_INTERPRET"] = "1"  # before the kernel modules are imported (lazily, below)
+            os.environ["TRITON_INTERPRET"] = "1"  # before the kernel modules are imported (lazily, below)
             vocab = args.vocab or 1000
             results[mode] = {profile: count_passes(options, profile_logits(profile, 2, vocab), block_v=256)
                              for profile in PROFILES}
