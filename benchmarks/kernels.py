@@ -281,14 +281,15 @@ def markdown(document: Dict[str, object]) -> str:
     if passes and "error" not in passes and sass and "error" not in sass:
         temperature = sass["temperature"]["instructions_per_element"]
         lines += ["", "Without a GPU, what `sample_masked` would cost there: passes over each masked row (Triton "
-                  "interpreter, V = 1,000) and SASS instructions per logit element (sm_90, bf16, V = 50,265; "
-                  "greedy and temperature share one compiled kernel).", "",
-                  "| mode | passes: peaked / random / near-uniform | SASS per element | vs temperature |",
-                  "|---|---|--:|--:|"]
-        for mode, counts in passes.items():
+                  "interpreter, V = 1,000, the mean of two rows) and SASS instructions per logit element (sm_90, "
+                  "bf16, V = 50,265; greedy and temperature share one compiled kernel).", "",
+                  "| mode | passes, bf16: peaked / random / near-uniform | passes, fp32 | SASS per element | "
+                  "vs temperature |",
+                  "|---|---|---|--:|--:|"]
+        for mode, by_dtype in passes.items():
             per_element = sass[mode]["instructions_per_element"]
-            lines.append(f"| {mode} | {' / '.join(f'{n:g}' for n in counts.values())} | {per_element:.0f} | "
-                         f"{per_element / temperature:.1f}x |")
+            cells = [" / ".join(f"{n:g}" for n in by_dtype[dtype].values()) for dtype in ("bfloat16", "float32")]
+            lines.append(f"| {mode} | {cells[0]} | {cells[1]} | {per_element:.0f} | {per_element / temperature:.1f}x |")
     elif proxies:
         lines += ["", f"Cost proxies failed: {proxies}"]
     return "\n".join(lines)

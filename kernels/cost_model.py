@@ -4,10 +4,9 @@
   element the kernel loads: passes = elements loaded / (masked rows x vocabulary). It needs
   ``TRITON_INTERPRET=1`` before the kernel modules are imported.
 * :func:`sass_per_element` compiles the kernel for a GPU target (see :mod:`.compile_check`) and reads
-  its SASS: the instructions in the bodies of the loops that load logits, divided by the elements
-  one thread handles per iteration, each loop weighted by how often it runs per row (a loop nested in
-  another vocabulary-independent loop runs once per outer iteration). It needs the compiler, so it
-  must run without the interpreter.
+  its SASS: the instructions in the bodies of the loops that pass over the logits, each divided by
+  the logits one thread handles per iteration, summed. It needs the compiler, so it must run without
+  the interpreter.
 
     python -m fastdiff.kernels.cost_model passes|sass [--json FILE]
 
@@ -34,6 +33,7 @@ MODES: Dict[str, dict] = {
     "top-k 50 + top-p 0.95": dict(temperature=0.8, top_k=50, top_p=0.95),
 }
 PROFILES = ("peaked", "random", "near-uniform")
+PASS_DTYPES = ("bfloat16", "float32")  # 16-bit keys (two digits) and 32-bit keys (four)
 
 
 def profile_logits(profile: str, rows: int, vocab: int, seed: int = 0) -> torch.Tensor:
@@ -98,9 +98,10 @@ _LABEL = re.compile(r"^\.L_x_(\d+):")
 
 
 def sass_loops(sass: str) -> List[dict]:
-    """Loops of a SASS listing: backward branches, each with its body's instruction count and
-    whether the body makes 128-bit global loads (the logits; other loads are scalars). ``depth``
-    counts the loops that enclose it."""
+    """Loops of a SASS listing: backward branches, each with its body's instruction count, whether
+    the body makes 128-bit global loads (the logits' chunks; other loads are scalars) and whether it
+    issues tensor-core products (``HMMA``, or ``HGMMA`` on sm_90: the weighted digit histograms).
+    ``depth`` counts the loops that enclose it."""
     labels: Dict[str, int] = {}
     instructions: List[tuple] = []  # (index, opcode, line)
     for line in sass.splitlines():
@@ -118,37 +119,41 @@ def sass_loops(sass: str) -> List[dict]:
             begin = labels[target.group(1)]
             body = [op for _, op, _ in instructions[begin:index + 1]]
             loops.append(dict(begin=begin, end=index, instructions=len(body),
-                              loads_vectors=any(op.startswith("LDG.E.128") for op in body)))
+                              loads_vectors=any(op.startswith("LDG.E.128") for op in body),
+                              multiplies=any("MMA" in op for op in body)))
     for loop in loops:
         loop["depth"] = sum(1 for other in loops if other is not loop and other["begin"] <= loop["begin"]
                             and loop["end"] <= other["end"])
     return loops
 
 
-def sass_per_element(options: dict, vocab: int = 50265, dtype: str = "bfloat16", arch: int = 90,
-                     outer_trips: int = 32) -> dict:
+def sass_per_element(options: dict, vocab: int = 50265, dtype: str = "bfloat16", arch: int = 90) -> dict:
     """SASS instructions per logit element of one sampling mode (see the module docstring).
 
-    Innermost loops that make 128-bit loads are the vocabulary passes (the aligned interior of a
-    row; the masked first and last chunks sit in the same loop body, so this is an upper bound);
-    one nested in another loop is counted ``outer_trips`` times (the threshold searches iterate a
-    fixed number of times). Greedy and temperature share one compiled kernel (the temperature is a
-    runtime value), so they get the same figure.
+    The vocabulary passes are the innermost loops that load 128-bit chunks of ``BLOCK_V`` logits
+    (counts and the draw) or multiply on tensor cores over ``MASS_BLOCK`` logits (masses). Each loop
+    body's instructions are divided by the logits one thread handles per iteration and summed over
+    the loops. That is an upper bound twice over: the masked first and last chunks sit in the same
+    loop bodies, and a pass that runs only on one branch of the search (the nucleus parting from the
+    top-k threshold) is counted as if it always ran. Greedy and temperature share one compiled
+    kernel (the temperature is a runtime value), so they get the same figure.
     """
     from fastdiff.kernels import compile_check
-    from fastdiff.kernels.sample_masked import default_block_v
+    from fastdiff.kernels.sample_masked import launch_shape
 
     filters = "+".join(name for name in ("top_k", "top_p") if name in options) or "none"
     config = compile_check._sample_config(dtype, vocab, filters, "confidence", False, "canvas")
     kernel = compile_check.compiled_kernel(config, arch)
-    loops = [loop for loop in sass_loops(compile_check.sass(kernel.asm["cubin"])) if loop["loads_vectors"]]
+    loops = [loop for loop in sass_loops(compile_check.sass(kernel.asm["cubin"]))
+             if loop["loads_vectors"] or loop["multiplies"]]
     innermost = [loop for loop in loops
                  if not any(o is not loop and loop["begin"] <= o["begin"] and o["end"] <= loop["end"] for o in loops)]
-    threads = 32 * kernel.metadata.num_warps
-    per_thread = default_block_v(vocab) / threads
-    total = sum(loop["instructions"] * (outer_trips if loop["depth"] else 1) for loop in innermost)
-    return dict(instructions_per_element=total / per_thread, vocabulary_loops=len(innermost),
-                loop_instructions=[loop["instructions"] for loop in innermost], elements_per_thread=per_thread,
+    shape = launch_shape(vocab, weighs="top_p" in options)
+    threads = 32 * shape["num_warps"]
+    total = sum(loop["instructions"] / (shape["MASS_BLOCK" if loop["multiplies"] else "BLOCK_V"] / threads)
+                for loop in innermost)
+    return dict(instructions_per_element=total, vocabulary_loops=len(innermost),
+                loop_instructions=[loop["instructions"] for loop in innermost],
                 registers=compile_check._resource_usage(kernel.asm["cubin"]).get("REG"))
 
 
@@ -163,9 +168,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.what == "passes":
             os.environ["TRITON_INTERPRET"] = "1"  # before the kernel modules are imported (lazily, below)
             vocab = args.vocab or 1000
-            results[mode] = {profile: count_passes(options, profile_logits(profile, 2, vocab), block_v=256)
-                             for profile in PROFILES}
-            print(f"{mode}: " + ", ".join(f"{p} {n:g} passes" for p, n in results[mode].items()), flush=True)
+            results[mode] = {}
+            for dtype in PASS_DTYPES:
+                rows = {profile: profile_logits(profile, 2, vocab).to(getattr(torch, dtype)) for profile in PROFILES}
+                results[mode][dtype] = {profile: count_passes(options, logits, block_v=256)
+                                        for profile, logits in rows.items()}
+            print(f"{mode}: " + "; ".join(f"{dtype} " + ", ".join(f"{p} {n:g}" for p, n in counts.items())
+                                          for dtype, counts in results[mode].items()) + " passes", flush=True)
         else:
             results[mode] = sass_per_element(options, vocab=args.vocab or 50265)
             print(f"{mode}: {results[mode]['instructions_per_element']:.0f} SASS instructions per element "

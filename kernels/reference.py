@@ -127,10 +127,13 @@ def sample_masked_reference(
         mask: ``[B, L]`` bool.
         rng_state: int64 ``[2]`` tensor ``(seed, counter)``.
         temperature: ``0`` is argmax; ``T > 0`` samples from ``softmax(logits / T)``.
-        top_k: keep the tokens whose (scaled) logit is at least the k-th largest (ties at the
-            boundary are all kept). ``None`` keeps all.
-        top_p: after top-k, keep each token whose strictly-more-likely tokens hold less than
-            ``top_p`` of the probability (the nucleus; tied tokens are kept or dropped together).
+        top_k: keep the tokens whose logit is at least the k-th largest (ties at the boundary are
+            all kept). ``None`` keeps all.
+        top_p: after top-k, keep each token whose tokens of strictly larger logit hold less than
+            ``top_p`` of the kept probability (the nucleus; tied tokens are kept or dropped together).
+
+    Both filters rank tokens by their logits as given, not by ``logits / T``: dividing by ``T``
+    keeps the order, but in fp32 its rounding can tie two different logits.
         score: ``"confidence"`` (p of the token), ``"margin"`` (p1 - p2) or ``"entropy"``
             (negative entropy, ``sum p log p``).
         suppress_ids: token ids that are never drawn.
@@ -219,20 +222,25 @@ def _sample_rows(z, rng_rows, rng_state, temperature, top_k, top_p, score, suppr
     if t > 0:
         z = z / t
 
+    # the thresholds rank the tokens by their logits: dividing by T > 0 keeps that order, but its
+    # rounding can tie two different logits. A token that cannot be drawn has z = -inf.
+    z = torch.where(torch.isfinite(z), z, torch.full_like(z, float("-inf")))
+    order = torch.where(torch.isfinite(z), raw, torch.full_like(raw, float("-inf")))
     k = V if top_k is None else int(_as_float(top_k, "top_k"))
     if k < V:
-        kth = torch.topk(z, k, dim=-1).values[:, -1:]
-        z = torch.where(z >= kth, z, torch.full_like(z, float("-inf")))
+        kth = torch.topk(order, k, dim=-1).values[:, -1:]
+        z = torch.where(order >= kth, z, torch.full_like(z, float("-inf")))
 
     p = 1.0 if top_p is None else _as_float(top_p, "top_p")
     if p < 1.0:
         candidates = int(torch.isfinite(z).sum(dim=-1).max())  # only these can be in a nucleus
-        sorted_z = torch.topk(z, max(candidates, 1), dim=-1).values
-        probs = torch.softmax(sorted_z, dim=-1)
+        order = torch.where(torch.isfinite(z), raw, torch.full_like(raw, float("-inf")))
+        sorted_order, by_order = torch.topk(order, max(candidates, 1), dim=-1)
+        probs = torch.softmax(torch.gather(z, -1, by_order), dim=-1)
         mass_before = torch.cumsum(probs, dim=-1) - probs
         last_kept = (mass_before < p).sum(dim=-1, keepdim=True) - 1
-        tau = torch.gather(sorted_z, -1, last_kept.clamp(min=0))
-        z = torch.where(z >= tau, z, torch.full_like(z, float("-inf")))
+        tau = torch.gather(sorted_order, -1, last_kept.clamp(min=0))
+        z = torch.where(order >= tau, z, torch.full_like(z, float("-inf")))
 
     empty = torch.isneginf(z).all(dim=-1)
     bad = bad | empty

@@ -7,75 +7,231 @@ read from the 16-byte-aligned element at or before its start, so that every chun
 is a 128-bit vector load whatever the vocabulary size (50,265 included); only the first and last
 chunks of a row are masked.
 
-Passes over each masked row (counted through the interpreter by ``tests/test_pass_count.py``):
+Top-k and top-p thresholds are found by radix selection on the logits' own bits: each logit maps to
+an integer key with the same order (16 bits for bf16 / fp16, 32 for fp32), and one pass per 8-bit
+digit, most significant first, histograms the next digit of the keys that share the digits chosen so
+far. Top-k picks the digit where the count from the top reaches ``k``; top-p the digit where the
+probability mass from the top reaches ``top_p`` of the kept mass, from histograms of
+``exp(z - max)`` (an exact three-piece tf32 matrix product with one-hot digits, which counts as well).
+On the last digit every key is one exact logit, so its mass is ``count * exp(z - max)`` from a plain
+count. With ``top_k`` and ``top_p`` both set, the nucleus search reuses the top-k histograms while
+its digits follow the top-k threshold's, and reads the row again only from the digit where they part.
+Ties at either threshold are all kept. The top-k threshold is exact; the nucleus is the
+reference's up to the rounding of its fp32 mass sums, which are added in another order.
 
-=========================  ======
-mode                       passes
-=========================  ======
-greedy, temperature        1
-top-k                      34: the max, 32 bisection steps on the order-preserving integer key, the draw
-top-p                      35: the max, the kept mass, 32 bisection steps, the draw
-top-k + top-p              67
-=========================  ======
+Passes over each masked row (counted through the interpreter by ``tests/test_pass_count.py``): one
+per digit, then the draw.
+
+=========================  ===========  ======
+mode                       bf16, fp16   fp32
+=========================  ===========  ======
+greedy, temperature        1            1
+top-k                      3            5
+top-p                      3            5
+top-k + top-p              3 or 4       5 to 8
+=========================  ===========  ======
 
 Reference: :func:`fastdiff.kernels.reference.sample_masked_reference`.
 """
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
 
 from fastdiff.kernels.counter_rng import gumbel, row_keys, stream_salt
 from fastdiff.kernels.reference import SCORE_KINDS, STREAM_SAMPLE
-from fastdiff.kernels.select_topk import _KEY_NEG_INF, _KEY_POS_INF, _as_device_scalar, _ordered_key
+from fastdiff.kernels.select_topk import _as_device_scalar
 
 _SCORE_CODES = {kind: code for code, kind in enumerate(SCORE_KINDS)}  # confidence 0, margin 1, entropy 2
+_KEY_KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # the bits a logit's key is made from
 _NO_INDEX = tl.constexpr(2**31 - 1)  # above every vocabulary index
+_MASS_BLOCK = 128  # logits per weighted-histogram product (the K of a [64, K] x [K, 16] tf32 product)
 
 
 @triton.jit
-def _load_chunk(row_base, start, lead, V, suppress_ptr, n_suppress, BLOCK_V: tl.constexpr):
+def _logit_key(loaded, raw, KEY: tl.constexpr):
+    """Integer key of each logit with the logits' order, -0 and +0 tied.
+
+    fp32: int64 in [0, 2**32); bf16 / fp16: int32 in [0, 2**16). ``loaded`` is the tensor as read,
+    ``raw`` the same in fp32.
+    """
+    if KEY == 0:
+        bits = (raw + 0.0).to(tl.int32, bitcast=True)
+        signed = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # negative floats: flip the magnitude
+        return signed.to(tl.int64) + 2147483648
+    else:
+        if KEY == 1:
+            bits = (raw + 0.0).to(tl.int32, bitcast=True) >> 16  # a bf16 is the top half of its fp32
+        else:
+            bits = loaded.to(tl.int16, bitcast=True).to(tl.int32)
+            bits = tl.where(bits == -32768, 0, bits)  # -0 -> +0
+        signed = tl.where(bits >= 0, bits, bits ^ 0x7FFF)
+        return signed + 32768
+
+
+@triton.jit
+def _key_logit(key, KEY: tl.constexpr):
+    """The fp32 value of the logit whose key is ``key`` (the inverse of :func:`_logit_key`)."""
+    if KEY == 0:
+        signed = (key - 2147483648).to(tl.int32)
+        return tl.where(signed >= 0, signed, signed ^ 0x7FFFFFFF).to(tl.float32, bitcast=True)
+    else:
+        signed = key.to(tl.int32) - 32768
+        bits = tl.where(signed >= 0, signed, signed ^ 0x7FFF)
+        if KEY == 1:
+            return (bits << 16).to(tl.float32, bitcast=True)
+        else:
+            return bits.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _load_chunk(row_base, start, lead, V, suppress_ptr, n_suppress, t, KEY: tl.constexpr, BLOCK_V: tl.constexpr):
     """One chunk of a row read from its aligned base (``lead`` elements before the row starts).
 
-    Returns the chunk's vocabulary ids, raw fp32 logits, whether each is a drawable id, and whether
-    any is NaN / +inf. A chunk wholly inside the row is read without a mask, so that its loads are
-    128-bit vectors whatever the vocabulary size; only the first and last chunks are masked.
+    Returns the chunk's vocabulary ids, raw fp32 logits, ``z = raw / t``, the logits' keys, whether
+    each can be drawn (inside the row, not suppressed, ``z`` finite) and whether any is NaN / +inf.
+    A chunk wholly inside the row is read without a mask, so that its loads are 128-bit vectors
+    whatever the vocabulary size; only the first and last chunks are masked.
     """
     idx = start + tl.arange(0, BLOCK_V)
     cols = idx - lead
     inside = (cols >= 0) & (cols < V)
     if (start >= lead) & (start + BLOCK_V <= V + lead):
-        raw = tl.load(row_base + idx).to(tl.float32)
+        loaded = tl.load(row_base + idx)
     else:
-        raw = tl.load(row_base + idx, mask=inside, other=float("-inf")).to(tl.float32)
+        loaded = tl.load(row_base + idx, mask=inside, other=float("-inf"))
+    raw = loaded.to(tl.float32)
     bad = tl.max(((raw != raw) | (raw == float("inf"))).to(tl.int32), axis=0)
-    allowed = inside
+    z = raw / t
+    drawable = inside & (z > float("-inf")) & (z < float("inf"))
     for i in range(n_suppress):
-        allowed = allowed & (cols != tl.load(suppress_ptr + i))
-    return cols, raw, allowed, bad
+        drawable = drawable & (cols != tl.load(suppress_ptr + i))
+    return cols, raw, z, _logit_key(loaded, raw, KEY), drawable, bad
 
 
 @triton.jit
-def _count_at_least(row_base, lead, V, suppress_ptr, n_suppress, t, key, BLOCK_V: tl.constexpr):
-    # #{drawable v : key(z_v) >= key}, z = raw / t
-    count = tl.zeros((), tl.int32)
-    for start in range(0, V + lead, BLOCK_V):
-        _, raw, allowed, _ = _load_chunk(row_base, start, lead, V, suppress_ptr, n_suppress, BLOCK_V)
-        z = raw / t
-        count += tl.sum((allowed & (z > float("-inf")) & (_ordered_key(z) >= key)).to(tl.int32), axis=0)
-    return count
+def _digit(key, drawable, prefix, LEVEL: tl.constexpr, KEY_BITS: tl.constexpr):
+    # the LEVEL-th 8-bit digit from the top of the drawable keys whose higher digits are `prefix`; else -1
+    digit = ((key >> (KEY_BITS - 8 * (LEVEL + 1))) & 255).to(tl.int32)
+    if LEVEL > 0:
+        drawable = drawable & ((key >> (KEY_BITS - 8 * LEVEL)) == prefix)
+    return tl.where(drawable, digit, -1)
 
 
 @triton.jit
-def _mass_above(row_base, lead, V, suppress_ptr, n_suppress, t, m, floor_key, key, BLOCK_V: tl.constexpr):
-    # sum of exp(z - m) over drawable v with key(z_v) >= floor_key and key(z_v) > key
-    mass = tl.zeros((), tl.float32)
+def _count_digits(row_base, lead, V, suppress_ptr, n_suppress, t, prefix,
+                  LEVEL: tl.constexpr, KEY: tl.constexpr, KEY_BITS: tl.constexpr, BLOCK_V: tl.constexpr):
+    """One pass: the histogram [256] int32 of the LEVEL-th digits of the keys under ``prefix``."""
+    counts = tl.zeros((256,), tl.int32)
     for start in range(0, V + lead, BLOCK_V):
-        _, raw, allowed, _ = _load_chunk(row_base, start, lead, V, suppress_ptr, n_suppress, BLOCK_V)
-        z = raw / t
-        zkey = _ordered_key(z)
-        kept = allowed & (z > float("-inf")) & (zkey >= floor_key) & (zkey > key)
-        mass += tl.sum(tl.where(kept, tl.exp(z - m), 0.0), axis=0)
-    return mass
+        _, _, _, key, drawable, _ = _load_chunk(row_base, start, lead, V, suppress_ptr, n_suppress, t, KEY, BLOCK_V)
+        digit = _digit(key, drawable, prefix, LEVEL, KEY_BITS)
+        counts += tl.histogram(digit, 256, mask=digit >= 0)
+    return counts
+
+
+@triton.jit
+def _tf32_head(x):
+    # x with its mantissa cut to tf32's 10 bits: exact in a tf32 product, and x - head is exact in fp32
+    return (x.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _weigh_digits(row_base, lead, V, suppress_ptr, n_suppress, t, m, prefix,
+                  LEVEL: tl.constexpr, ONLINE_MAX: tl.constexpr, KEY: tl.constexpr, KEY_BITS: tl.constexpr,
+                  MASS_BLOCK: tl.constexpr):
+    """One pass: per LEVEL-th digit of the keys under ``prefix``, the count and the mass sum exp(z - m).
+
+    Returns ``(counts [256] int32, masses [256] fp32, m)``. With ``ONLINE_MAX`` the pass also finds
+    ``m``, the largest drawable ``z`` (the masses are rescaled as it grows); otherwise ``m`` is given.
+    Digit ``d = 16 h + l`` is histogrammed as a product: rows ``16 j + h`` of ``A [64, K]`` hold the
+    j-th tf32 piece of each weight (``w = w0 + w1 + w2`` exactly) and row ``48 + h`` a one, where the
+    element's high nibble is ``h``; ``B [K, 16]`` is one-hot in the low nibble; ``A @ B`` sums them.
+    """
+    rows = tl.arange(0, 64)
+    piece = rows[:, None] // 16
+    nibbles = tl.arange(0, 16)
+    acc = tl.zeros((64, 16), tl.float32)
+    for start in range(0, V + lead, MASS_BLOCK):
+        _, _, z, key, drawable, _ = _load_chunk(row_base, start, lead, V, suppress_ptr, n_suppress, t, KEY,
+                                                MASS_BLOCK)
+        if ONLINE_MAX:
+            new_m = tl.maximum(m, tl.max(tl.where(drawable, z, float("-inf")), axis=0))
+            alpha = tl.where(new_m == float("-inf"), 1.0, tl.exp(m - new_m))
+            acc = acc * tl.where(piece < 3, alpha, 1.0)
+            m = new_m
+        digit = _digit(key, drawable, prefix, LEVEL, KEY_BITS)
+        w = tl.where(digit >= 0, tl.exp(z - m), 0.0)
+        w0 = _tf32_head(w)
+        rest = w - w0
+        w1 = _tf32_head(rest)
+        value = tl.where(piece == 0, w0[None, :],
+                         tl.where(piece == 1, w1[None, :], tl.where(piece == 2, (rest - w1)[None, :], 1.0)))
+        a = tl.where((rows[:, None] % 16) == (digit >> 4)[None, :], value, 0.0)  # digit -1: no row
+        b = tl.where((digit & 15)[:, None] == nibbles[None, :], 1.0, 0.0)
+        acc = tl.dot(a, b, acc, input_precision="tf32")
+    by_piece = tl.reshape(acc, (4, 256))
+    pieces = tl.arange(0, 4)[:, None]
+    masses = tl.sum(tl.where(pieces < 3, by_piece, 0.0), axis=0)
+    counts = tl.sum(tl.where(pieces == 3, by_piece, 0.0), axis=0).to(tl.int32)
+    return counts, masses, m
+
+
+@triton.jit
+def _exact_masses(counts, prefix, t, m, KEY: tl.constexpr):
+    # last digit: every key under `prefix` is one logit, so its mass is count * exp(logit / t - m)
+    z = _key_logit(prefix * 256 + tl.arange(0, 256), KEY) / t
+    return tl.where(counts > 0, counts.to(tl.float32) * tl.exp(z - m), 0.0)
+
+
+@triton.jit
+def _histograms(row_base, lead, V, suppress_ptr, n_suppress, t, m, prefix,
+                LEVEL: tl.constexpr, LEVELS: tl.constexpr, KEY: tl.constexpr, KEY_BITS: tl.constexpr,
+                BLOCK_V: tl.constexpr, MASS_BLOCK: tl.constexpr):
+    """One pass: counts and masses of the LEVEL-th digits under ``prefix`` (LEVEL > 0, ``m`` known).
+
+    Below the last digit the masses are weighed; on the last, a plain count gives them exactly.
+    """
+    if LEVEL < LEVELS - 1:
+        counts, masses, _ = _weigh_digits(row_base, lead, V, suppress_ptr, n_suppress, t, m, prefix,
+                                          LEVEL, False, KEY, KEY_BITS, MASS_BLOCK)
+    else:
+        counts = _count_digits(row_base, lead, V, suppress_ptr, n_suppress, t, prefix, LEVEL, KEY, KEY_BITS, BLOCK_V)
+        masses = _exact_masses(counts, prefix, t, m, KEY)
+    return counts, masses
+
+
+@triton.jit
+def _select_by_count(counts, need):
+    # the largest digit d with #{digit >= d} >= need, and what is still needed inside it
+    at_least = tl.cumsum(counts, axis=0, reverse=True)
+    digits = tl.arange(0, 256)
+    d = tl.max(tl.where(at_least >= need, digits, 0), axis=0)
+    above = tl.sum(tl.where(digits > d, counts, 0), axis=0)
+    return d, need - above
+
+
+@triton.jit
+def _select_by_mass(counts, masses, lowest, mass_above, target):
+    # the smallest populated digit d >= lowest whose strictly larger keys hold less than target:
+    # mass_above (keys above this histogram) + mass of digits > d; returns d and that mass
+    strictly_above = mass_above + tl.cumsum(masses, axis=0, reverse=True) - masses
+    digits = tl.arange(0, 256)
+    candidate = (counts > 0) & (digits >= lowest) & (strictly_above < target)
+    d = tl.min(tl.where(candidate, digits, 256), axis=0)
+    d = tl.where(d == 256, tl.max(tl.where(counts > 0, digits, 0), axis=0), d)  # only by rounding
+    return d, tl.sum(tl.where(digits == d, strictly_above, 0.0), axis=0)
+
+
+@triton.jit
+def _row_of(table, level):
+    return tl.sum(tl.where(tl.arange(0, table.shape[0])[:, None] == level, table, 0), axis=0)
+
+
+@triton.jit
+def _with_row(table, level, row):
+    return tl.where(tl.arange(0, table.shape[0])[:, None] == level, row[None, :], table)
 
 
 @triton.jit
@@ -93,7 +249,9 @@ def _sample_masked_kernel(
     HAS_ROW_IDS: tl.constexpr,
     SHIFT: tl.constexpr,
     STREAM_SALT: tl.constexpr,
+    KEY: tl.constexpr,
     BLOCK_V: tl.constexpr,
+    MASS_BLOCK: tl.constexpr,
     VECTOR: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -121,40 +279,79 @@ def _sample_masked_kernel(
             score_t = tl.load(score_temperature_ptr)
         bad = tl.zeros((), tl.int32)
 
-        # thresholds of the kept set {key(z) >= floor_key}, z = raw / t
-        floor_key = tl.full((), _KEY_NEG_INF, tl.int64)
+        # the kept set is {key >= floor_key}: radix selection, one 8-bit digit (one pass) at a time
+        KEY_BITS: tl.constexpr = 32 if KEY == 0 else 16
+        LEVELS: tl.constexpr = KEY_BITS // 8
+        floor_key = tl.zeros((), tl.int64)
         if HAS_TOP_K or HAS_TOP_P:
             m = tl.full((), float("-inf"), tl.float32)
-            for start in range(0, V + lead, BLOCK_V):
-                _, raw, allowed, chunk_bad = _load_chunk(row_base, start, lead, V, suppress_ptr, n_suppress, BLOCK_V)
-                bad = tl.maximum(bad, chunk_bad)
-                m = tl.maximum(m, tl.max(tl.where(allowed, raw / t, float("-inf")), axis=0))
-            if HAS_TOP_K:
-                # k-th largest z: the largest key x with #{key(z) >= x} >= k (ties all kept)
-                k = tl.load(top_k_ptr)
-                lo = tl.full((), _KEY_NEG_INF, tl.int64)
-                hi = tl.full((), _KEY_POS_INF, tl.int64)
-                for _ in range(32):
-                    mid = (lo + hi + 1) >> 1
-                    enough = _count_at_least(row_base, lead, V, suppress_ptr, n_suppress, t, mid, BLOCK_V) >= k
-                    lo = tl.where(enough, mid, lo)
-                    hi = tl.where(enough, hi, mid - 1)
-                floor_key = lo
+            no_prefix = tl.zeros((), tl.int64)
             if HAS_TOP_P:
-                # nucleus: keep z whose strictly larger kept z hold less than top_p of the kept mass,
-                # i.e. key(z) >= the smallest x with mass(key > x) < top_p * mass(all kept)
-                total = _mass_above(row_base, lead, V, suppress_ptr, n_suppress, t, m, floor_key, floor_key - 1,
-                                    BLOCK_V)
-                target = tl.load(top_p_ptr) * total
-                lo = floor_key
-                hi = tl.full((), _KEY_POS_INF, tl.int64)
-                for _ in range(32):
-                    mid = (lo + hi) >> 1
-                    small = _mass_above(row_base, lead, V, suppress_ptr, n_suppress, t, m, floor_key, mid,
-                                        BLOCK_V) < target
-                    hi = tl.where(small, mid, hi)
-                    lo = tl.where(small, lo, mid + 1)
-                floor_key = hi
+                counts, masses, m = _weigh_digits(row_base, lead, V, suppress_ptr, n_suppress, t, m, no_prefix,
+                                                  0, True, KEY, KEY_BITS, MASS_BLOCK)
+            else:
+                counts = _count_digits(row_base, lead, V, suppress_ptr, n_suppress, t, no_prefix,
+                                       0, KEY, KEY_BITS, BLOCK_V)
+                masses = tl.zeros((256,), tl.float32)
+            top_counts, top_masses = counts, masses  # the first digit's histograms, shared by both searches
+            total = tl.sum(masses, axis=0)
+            if HAS_TOP_K:
+                # k-th largest key: the count from the top reaches k (ties at the k-th all kept)
+                need = tl.minimum(tl.load(top_k_ptr), tl.sum(counts, axis=0))
+                prefix = no_prefix
+                above = tl.zeros((), tl.float32)  # mass of the keys above the current histogram
+                path_counts = tl.zeros((LEVELS, 256), tl.int32)  # the histograms along the way, for top-p
+                path_masses = tl.zeros((LEVELS, 256), tl.float32)
+                path_digits = tl.zeros((LEVELS,), tl.int32)
+                for level in tl.static_range(LEVELS):
+                    if level > 0:
+                        if HAS_TOP_P:
+                            counts, masses = _histograms(row_base, lead, V, suppress_ptr, n_suppress, t, m, prefix,
+                                                         level, LEVELS, KEY, KEY_BITS, BLOCK_V, MASS_BLOCK)
+                        else:
+                            counts = _count_digits(row_base, lead, V, suppress_ptr, n_suppress, t, prefix,
+                                                   level, KEY, KEY_BITS, BLOCK_V)
+                    d, need = _select_by_count(counts, need)
+                    if HAS_TOP_P:
+                        path_counts = _with_row(path_counts, level, counts)
+                        path_masses = _with_row(path_masses, level, masses)
+                        path_digits = tl.where(tl.arange(0, LEVELS) == level, d, path_digits)
+                        above += tl.sum(tl.where(tl.arange(0, 256) > d, masses, 0.0), axis=0)
+                        if level == LEVELS - 1:
+                            total = above + tl.sum(tl.where(tl.arange(0, 256) == d, masses, 0.0), axis=0)
+                    prefix = prefix * 256 + d
+                floor_key = prefix
+            if HAS_TOP_P:
+                top_p = tl.load(top_p_ptr)
+                if top_p < 1.0:
+                    # nucleus: the smallest key whose strictly larger kept keys hold less than top_p of the
+                    # kept mass; while its digits equal the top-k threshold's, the top-k histograms serve
+                    target = top_p * total
+                    prefix = no_prefix
+                    above = tl.zeros((), tl.float32)
+                    on_top_k_path = tl.full((), HAS_TOP_K, tl.int1)
+                    counts, masses = top_counts, top_masses
+                    for level in tl.static_range(LEVELS):
+                        lowest = tl.zeros((), tl.int32)
+                        if HAS_TOP_K:
+                            k_digit = tl.sum(tl.where(tl.arange(0, LEVELS) == level, path_digits, 0), axis=0)
+                            lowest = tl.where(on_top_k_path, k_digit, 0)  # never below the top-k threshold
+                            if level > 0:
+                                if on_top_k_path:
+                                    counts = _row_of(path_counts, level)
+                                    masses = _row_of(path_masses, level)
+                                else:
+                                    counts, masses = _histograms(row_base, lead, V, suppress_ptr, n_suppress, t, m,
+                                                                 prefix, level, LEVELS, KEY, KEY_BITS, BLOCK_V,
+                                                                 MASS_BLOCK)
+                        elif level > 0:
+                            counts, masses = _histograms(row_base, lead, V, suppress_ptr, n_suppress, t, m, prefix,
+                                                         level, LEVELS, KEY, KEY_BITS, BLOCK_V, MASS_BLOCK)
+                        d, above = _select_by_mass(counts, masses, lowest, above, target)
+                        if HAS_TOP_K:
+                            on_top_k_path = on_top_k_path & (d == k_digit)
+                        prefix = prefix * 256 + d
+                    floor_key = prefix
 
         key_a = tl.zeros((), tl.uint32)
         key_b = tl.zeros((), tl.uint32)
@@ -171,10 +368,10 @@ def _sample_masked_kernel(
         best_idx = tl.full((), -1, tl.int32)
         best_zs = tl.full((), float("-inf"), tl.float32)
         for start in range(0, V + lead, BLOCK_V):
-            offs, raw, allowed, chunk_bad = _load_chunk(row_base, start, lead, V, suppress_ptr, n_suppress, BLOCK_V)
+            offs, raw, z, key, drawable, chunk_bad = _load_chunk(row_base, start, lead, V, suppress_ptr, n_suppress, t,
+                                                                 KEY, BLOCK_V)
             bad = tl.maximum(bad, chunk_bad)
-            z = raw / t
-            kept = allowed & (z > float("-inf")) & (_ordered_key(z) >= floor_key)
+            kept = drawable & (key >= floor_key.to(key.dtype))
             zs = z
             if HAS_SCORE_TEMPERATURE:
                 zs = raw / score_t
@@ -223,9 +420,16 @@ def _sample_masked_kernel(
         tl.store(scores_ptr + pid, tl.full((), float("-inf"), tl.float32))
 
 
-def default_block_v(vocab: int) -> int:
-    """Chunk of the vocabulary each loop iteration loads: 4096 covers a row of 50k in 13 steps."""
-    return min(triton.next_power_of_2(vocab), 4096)
+def launch_shape(vocab: int, weighs: bool, block_v: Optional[int] = None) -> dict:
+    """The kernel's chunk sizes and warps for a vocabulary: ``BLOCK_V`` logits per iteration of a
+    counting or drawing pass (4096 covers a row of 50k in 13 steps; ``block_v`` overrides it),
+    ``MASS_BLOCK`` per weighted-histogram product, and ``num_warps``. ``weighs``: top-p is on, so the
+    kernel makes weighted passes, whose products map one logit to a thread at 4 warps."""
+    block = block_v or min(triton.next_power_of_2(vocab), 4096)
+    if block & (block - 1):
+        raise ValueError(f"block_v must be a power of two, got {block}")
+    return dict(BLOCK_V=block, MASS_BLOCK=max(16, min(_MASS_BLOCK, block)),
+                num_warps=4 if weighs or block <= 1024 else 8)
 
 
 def sample_masked_triton(logits, mask, rng_state, *, logits_shift=False, block_v=None, out=None, **options):
@@ -267,16 +471,14 @@ def _launch(logits, stride_rows, stride_cols, shape, rng_state, options, block_v
         raise ValueError(f"out must be two contiguous {list(shape)} tensors")
     if tokens.dtype != torch.int64 or scores.dtype != torch.float32:
         raise TypeError("out must be (int64 tokens, float32 scores)")
+    top_k, top_p = options.get("top_k"), options.get("top_p")
+    blocks = launch_shape(V, top_p is not None, block_v)
     programs = tokens.numel()
     if programs == 0:
         return tokens, scores
-    block = block_v or default_block_v(V)
-    if block & (block - 1):
-        raise ValueError(f"block_v must be a power of two, got {block}")
     suppress_ids = options.get("suppress_ids")
     if suppress_ids is None:
         suppress_ids = torch.empty(0, dtype=torch.int64, device=device)
-    top_k, top_p = options.get("top_k"), options.get("top_p")
     score_temperature = options.get("score_temperature")
     mask_arg = mask.view(torch.int8) if mask is not None else tokens
     _sample_masked_kernel[(programs,)](
@@ -298,8 +500,8 @@ def _launch(logits, stride_rows, stride_cols, shape, rng_state, options, block_v
         HAS_ROW_IDS=row_ids is not None,
         SHIFT=1 if shift else 0,
         STREAM_SALT=stream_salt(STREAM_SAMPLE),
-        BLOCK_V=block,
+        KEY=_KEY_KINDS[logits.dtype],
         VECTOR=16 // logits.element_size(),
-        num_warps=4 if block <= 1024 else 8,
+        **blocks,
     )
     return tokens, scores

@@ -81,12 +81,77 @@ def test_sample_masked_matches_reference(B, L, V, block_v, dtype, rtol, atol, mo
     (dict(top_k=9, top_p=0.5), 0.9, 32),  # thresholds found across two chunks
 ])
 def test_sample_masked_filters_match_reference(filters, temperature, block_v, fresh_seed):
-    # each bisection step is a pass over the row: keep the interpreter's rows few and short
     logits = _logits(1, 3, 50, torch.float32, fresh_seed)
     mask = torch.ones(1, 3, dtype=torch.bool, device=DEVICE)
     state = torch.tensor([fresh_seed, 0], device=DEVICE)
     _assert_same_draw(*_sample_pair(logits, mask, state, block_v, temperature=temperature, score="margin",
                                     **filters))
+
+
+FILTER_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def _near_equal_row(values, V, dtype):
+    """A [1, 1, V] row holding ``values`` (the rest -inf), in ``dtype``."""
+    row = torch.full((1, 1, V), float("-inf"))
+    row[0, 0, :len(values)] = torch.tensor(values)
+    return row.to(dtype).to(DEVICE)
+
+
+@pytest.mark.parametrize("dtype", FILTER_DTYPES, ids=str)
+@pytest.mark.parametrize("filters,kept", [
+    (dict(top_p=0.5), 4),  # masses 1/8 each: the fifth token's larger ones hold exactly 0.5, not less
+    (dict(top_p=0.5000001), 5),
+    (dict(top_p=1.0), 8),
+    (dict(top_k=3), 3),
+    (dict(top_k=8), 8),
+    (dict(top_k=10_000), 8),  # k above the vocabulary
+    (dict(top_k=4, top_p=0.5), 2),  # the nucleus of the top four (each 1/4)
+])
+def test_filter_boundaries_are_exact(dtype, filters, kept, fresh_seed):
+    # eight distinct logits whose probabilities are all equal in fp32 at this temperature: the kept
+    # set is read off the entropy score, -log(kept), exactly
+    V = 300
+    step = 2.0 ** -5  # representable in every dtype near 8
+    logits = _near_equal_row([8.0 - i * step for i in range(8)], V, dtype)
+    mask = torch.ones(1, 1, dtype=torch.bool, device=DEVICE)
+    state = torch.tensor([fresh_seed, 3], device=DEVICE)
+    options = dict(temperature=1e9, score="entropy", **filters)
+    got, expected = _sample_pair(logits, mask, state, 128, **options)
+    _assert_same_draw(got, expected)
+    assert got[1].item() == pytest.approx(-math.log(kept), abs=1e-6)
+    assert 0 <= got[0].item() < kept
+
+
+@pytest.mark.parametrize("dtype", FILTER_DTYPES, ids=str)
+def test_top_k_keeps_every_tie_at_the_kth_logit_and_zeros_tie(dtype, fresh_seed):
+    V = 200
+    logits = _near_equal_row([3.0, 2.0, 2.0, 2.0, 1.0, 0.0, -0.0], V, dtype)
+    mask = torch.ones(1, 1, dtype=torch.bool, device=DEVICE)
+    state = torch.tensor([fresh_seed, 4], device=DEVICE)
+    for k, kept in ((2, 4), (4, 4), (5, 5), (6, 7)):  # -0 and +0 are one logit: both kept or neither
+        got, expected = _sample_pair(logits, mask, state, 64, temperature=1e9, score="entropy", top_k=k)
+        _assert_same_draw(got, expected)
+        assert got[1].item() == pytest.approx(-math.log(kept), abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype", FILTER_DTYPES, ids=str)
+@pytest.mark.parametrize("profile", ["peaked", "random", "near-uniform"])
+@pytest.mark.parametrize("filters", [dict(top_k=50), dict(top_p=0.95), dict(top_p=0.3), dict(top_k=50, top_p=0.95),
+                                     dict(top_k=700, top_p=0.4), dict(top_k=1, top_p=0.9)],
+                         ids=lambda f: "+".join(f"{k}={v}" for k, v in f.items()))
+def test_filters_match_reference_on_every_profile(dtype, profile, filters, fresh_seed):
+    # the entropy score is measured on the whole kept set, so any difference in it shows
+    from fastdiff.kernels import cost_model
+
+    logits = cost_model.profile_logits(profile, rows=3, vocab=700, seed=fresh_seed).to(dtype).to(DEVICE)
+    mask = torch.ones(1, 3, dtype=torch.bool, device=DEVICE)
+    state = torch.tensor([fresh_seed, 6], device=DEVICE)
+    for score in ("entropy", "confidence"):
+        got, expected = _sample_pair(logits, mask, state, 256, temperature=0.8, score=score, **filters)
+        _assert_same_draw(got, expected)
+    if profile == "peaked" and "top_p" in filters:  # one token holds nearly all the mass: it alone is kept
+        assert (got[0] == 7).all() and torch.allclose(got[1], torch.ones(3))
 
 
 def test_sample_masked_ties_and_suppression(fresh_seed):
