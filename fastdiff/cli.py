@@ -327,8 +327,16 @@ def encode_input(text: str, tokenizer, mask_token_id: int, *, special_tokens: bo
         an :class:`EncodedInput`.
 
     Raises:
-        CLIError: a ``[MASK*0]`` hole, or an empty prompt.
+        CLIError: text that is not UTF-8, a ``[MASK*0]`` hole or one beyond the canvas limit, or an
+            empty prompt.
     """
+    from fastdiff.sampler import MAX_CANVAS
+
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:  # argv / stdin bytes that are not UTF-8 arrive as lone surrogates
+        raise CLIError(f"the text is not valid UTF-8 (undecodable byte at character {error.start})") from None
+
     def tokens(piece: str) -> List[int]:
         return list(tokenizer(piece, add_special_tokens=False)["input_ids"]) if piece else []
 
@@ -340,6 +348,8 @@ def encode_input(text: str, tokenizer, mask_token_id: int, *, special_tokens: bo
         count = int(match.group(1)) if match.group(1) is not None else 1
         if count < 1:
             raise CLIError(f"{match.group(0)}: a hole needs at least one token")
+        if count > MAX_CANVAS:
+            raise CLIError(f"{match.group(0)}: a hole of {count} tokens exceeds the canvas limit of {MAX_CANVAS}")
         ids += tokens(text[position:match.start()].rstrip(" "))
         holes.append((len(ids), len(ids) + count))
         ids += [mask_token_id] * count
@@ -586,12 +596,15 @@ def command_bench(argv: Sequence[str]) -> int:
     # the suite may import its neighbours as `benchmarks.x` (checkout root) or as `x` (its folder)
     added = [str(p) for p in (BENCH_SUITE.parent.parent, BENCH_SUITE.parent) if str(p) not in sys.path]
     sys.path[:0] = added
+    # registered while it runs: dataclasses (and pickling) look a module's classes up by its name
+    sys.modules[spec.name] = suite
     try:
         spec.loader.exec_module(suite)
         code = suite.main(list(argv))
     except SystemExit as exit_:  # the suite's own argparse: --help, bad flags
         code = exit_.code
     finally:
+        sys.modules.pop(spec.name, None)
         for path in added:
             sys.path.remove(path)
     return code if isinstance(code, int) else (0 if code is None else 1)

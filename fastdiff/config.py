@@ -181,13 +181,23 @@ class SamplerConfig:
             if isinstance(ids, (str, bytes)) or not all(_is_int(i) and i >= 0 for i in ids):
                 raise TypeError(f"{name} must be non-negative ints, got {ids!r}")
         if self.seed is not None:
-            _check_int(self.seed, "seed")
+            check_seed(self.seed)
         if not isinstance(self.return_history, bool):
             raise TypeError(f"return_history must be a bool, got {type(self.return_history).__name__}")
         for name in ("on_step", "logits_hook"):
             hook = getattr(self, name)
             if hook is not None and not callable(hook):
                 raise TypeError(f"{name} must be callable, got {type(hook).__name__}")
+
+
+INT64_RANGE = (-2**63, 2**63 - 1)
+
+
+def check_seed(seed, name: str = "seed") -> None:
+    """An int seed must be an int that fits int64 (the random stream's state is an int64 tensor)."""
+    _check_int(seed, name)
+    if not INT64_RANGE[0] <= seed <= INT64_RANGE[1]:
+        raise ValueError(f"{name} must fit in int64 [-2**63, 2**63 - 1], got {seed}")
 
 
 def _is_int(value) -> bool:
@@ -202,5 +212,5 @@ def _check_int(value, name: str) -> None:
 def _check_number(value, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if math.isnan(value):
-        raise ValueError(f"{name} must not be NaN")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")

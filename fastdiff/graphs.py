@@ -76,6 +76,8 @@ class GraphCache:
     """A least-recently-used map of :class:`GraphEntry`; dropping an entry frees its graphs and buffers."""
 
     def __init__(self, capacity: int):
+        if isinstance(capacity, bool) or not isinstance(capacity, int):
+            raise TypeError(f"graph_cache_size must be an int, got {type(capacity).__name__}")
         if capacity < 1:
             raise ValueError(f"graph_cache_size must be >= 1, got {capacity}")
         self.capacity = capacity

@@ -13,11 +13,13 @@ kernels read it inside the launch, so a captured CUDA graph that advances the co
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
 from fastdiff.backend import resolve_backend
+from fastdiff.config import check_seed
 from fastdiff.kernels import reference
 
 Seed = Union[None, int, torch.Tensor]
@@ -39,6 +41,7 @@ def make_rng_state(seed: Seed, device: torch.device) -> torch.Tensor:
     if isinstance(seed, bool) or not isinstance(seed, (int, torch.Tensor)):
         raise TypeError(f"seed must be None, an int or an int64 tensor, got {type(seed).__name__}")
     if isinstance(seed, int):
+        check_seed(seed)
         return torch.tensor([seed, 0], dtype=torch.int64, device=device)
     if seed.dtype != torch.int64:
         raise TypeError(f"seed tensor must be int64, got {seed.dtype}")
@@ -51,22 +54,38 @@ def make_rng_state(seed: Seed, device: torch.device) -> torch.Tensor:
     return seed.reshape(2)
 
 
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def _check_scalar(value, name: str, *, low: float, high: float, low_open: bool, integer: bool = False):
-    """Validate a scalar sampling parameter (a Python number, or a one-element tensor left unread)."""
+    """Validate a scalar sampling parameter: a Python number, or a one-element tensor, whose value is
+    read and checked the same way except during a CUDA graph capture (where reading it would sync)."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
-        if integer and value.is_floating_point():
+        if integer and (value.is_floating_point() or value.dtype == torch.bool):
             raise TypeError(f"{name} must be an integer, got a {value.dtype} tensor")
-        return
+        if value.is_complex():
+            raise TypeError(f"{name} must be real, got a {value.dtype} tensor")
+        if value.is_meta:
+            raise ValueError(f"{name} is on the meta device: it holds no value")
+        if _capturing():
+            return
+        value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if integer and not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r}")
     bad_low = value <= low if low_open else value < low
-    if bad_low or value > high or value != value:
+    if bad_low or value > high or not math.isfinite(value):
         interval = f"{'(' if low_open else '['}{low}, {high}]"
         raise ValueError(f"{name} must be in {interval}, got {value}")
+
+
+def _check_holds_values(tensor: torch.Tensor, name: str) -> None:
+    if tensor.is_meta:
+        raise ValueError(f"{name} is on the meta device: it holds no values")
 
 
 def _check_bool_mask(mask: torch.Tensor, name: str, shape: Tuple[int, ...], device: torch.device):
@@ -143,6 +162,7 @@ def sample_masked(
     """
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    _check_holds_values(logits, "logits")
     if logits.dim() != 3:
         raise ValueError(f"logits must have shape [B, L, V], got {tuple(logits.shape)}")
     if logits.dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
@@ -169,6 +189,14 @@ def sample_masked(
                                   logits_shift=logits_shift)
 
 
+def _kernel_readable(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` as the sampling kernel reads them: fp64 becomes fp32 (what the torch backend computes
+    in as well) and a strided vocabulary dimension is made contiguous; anything else is left as is."""
+    if logits.dtype == torch.float64:
+        logits = logits.to(torch.float32)
+    return logits if logits.stride(-1) == 1 else logits.contiguous()
+
+
 def dispatch_sample_masked(backend: str, logits, mask, rng_state, *, logits_shift=False, **options):
     """:func:`sample_masked` on a resolved backend, without the argument checks (for samplers that
     checked once up front). ``options``: temperature, top_k, top_p, score, suppress_ids,
@@ -176,7 +204,7 @@ def dispatch_sample_masked(backend: str, logits, mask, rng_state, *, logits_shif
     if backend == "triton":
         from fastdiff.kernels.sample_masked import sample_masked_triton
 
-        return sample_masked_triton(logits, mask, rng_state, logits_shift=logits_shift, **options)
+        return sample_masked_triton(_kernel_readable(logits), mask, rng_state, logits_shift=logits_shift, **options)
     return reference.sample_masked_reference(logits, mask, rng_state, logits_shift=logits_shift, **options)
 
 
@@ -187,7 +215,7 @@ def dispatch_sample_rows(backend: str, logits_rows, row_ids, rng_state, **option
     if backend == "triton":
         from fastdiff.kernels.sample_masked import sample_rows_triton
 
-        return sample_rows_triton(logits_rows, row_ids, rng_state, **options)
+        return sample_rows_triton(_kernel_readable(logits_rows), row_ids, rng_state, **options)
     return reference.sample_rows_reference(logits_rows, row_ids, rng_state, **options)
 
 
@@ -195,6 +223,8 @@ def _check_counts(k: torch.Tensor, name: str, rows: int, device: torch.device) -
     if isinstance(k, bool):
         raise TypeError(f"{name} must be an int or an integer tensor [B], got bool")
     if isinstance(k, int):
+        if k < 0:
+            raise ValueError(f"{name} must be >= 0, got {k}")
         return torch.full((rows,), k, dtype=torch.int64, device=device)
     if not isinstance(k, torch.Tensor):
         raise TypeError(f"{name} must be an int or an integer tensor [B], got {type(k).__name__}")
@@ -244,6 +274,7 @@ def select_topk(
     """
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
+    _check_holds_values(scores, "scores")
     if scores.dim() != 2:
         raise ValueError(f"scores must have shape [B, L], got {tuple(scores.shape)}")
     if scores.dtype != torch.float32:
@@ -288,7 +319,8 @@ def commit_remask(
 
     In place on ``canvas`` and ``confidence``:
 
-    1. where ``selected & editable``: ``canvas = tokens``, ``confidence = scores``;
+    1. where ``selected & editable`` and ``tokens >= 0``: ``canvas = tokens``, ``confidence = scores``
+       (the ``-1`` that :func:`sample_masked` returns for a row with no token is never written);
     2. of the ``editable`` positions that now hold a token, the ``n_remask[b]`` with the lowest
        recorded confidence (Gumbel-perturbed ranking when ``remask_temperature > 0``; ties to the
        lowest index) go back to ``mask_id`` with confidence NaN.
@@ -319,6 +351,7 @@ def commit_remask(
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dtype != dtype:
             raise TypeError(f"{name} must be {dtype}, got {t.dtype}")
+    _check_holds_values(canvas, "canvas")
     if canvas.dim() != 2:
         raise ValueError(f"canvas must have shape [B, L], got {tuple(canvas.shape)}")
     B, L = canvas.shape
@@ -330,6 +363,8 @@ def commit_remask(
     n_remask = _check_counts(n_remask, "n_remask", B, canvas.device)
     if isinstance(mask_id, bool) or not isinstance(mask_id, int):
         raise TypeError(f"mask_id must be an int, got {type(mask_id).__name__}")
+    if mask_id < 0:
+        raise ValueError(f"mask_id must be a token id (>= 0), got {mask_id}")
     _check_scalar(remask_temperature, "remask_temperature", low=0.0, high=float("inf"), low_open=False)
     dispatch_commit_remask(resolve_backend(backend, canvas.device), canvas, confidence, tokens, scores, selected,
                            editable, n_remask, mask_id, make_rng_state(seed, canvas.device),

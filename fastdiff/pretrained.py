@@ -35,7 +35,9 @@ def load_pretrained(path: Optional[Union[str, Path]] = None, device: Optional[Un
         :class:`fastdiff.Sampler` needs).
 
     Raises:
-        ValueError: ``path`` is not a model directory, or its tokenizer has no mask token.
+        ValueError: ``path`` is not a model directory; its weights are missing, unreadable, a pickle
+            (``.bin``) or do not match its ``config.json``; its tokenizer has no mask token or more tokens
+            than the model's vocabulary; ``device`` is not on this machine.
         TypeError: ``dtype`` is not a ``torch.dtype``.
 
     Example:
@@ -51,23 +53,55 @@ def load_pretrained(path: Optional[Union[str, Path]] = None, device: Optional[Un
     from transformers.utils import logging as hf_logging
 
     directory = DEMO_MODEL_DIR if path is None else Path(path)
+    where = repr(str(directory))
     if not (directory / "config.json").is_file():
-        raise ValueError(f"path must be a local model directory with a config.json, got {str(directory)!r}")
+        raise ValueError(f"path must be a local model directory with a config.json, got {where}")
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype, got {type(dtype).__name__}")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = _checked_device(device)
+    if not any(directory.glob("*.safetensors")):
+        pickles = sorted(p.name for p in directory.glob("*.bin"))
+        raise ValueError(f"{where} holds no .safetensors weights" + (
+            f" ({', '.join(pickles)} is a pickle, which fastdiff does not load: it can run code; convert it to "
+            "safetensors)" if pickles else ""))
     if dtype is None:
         dtype = torch.float32 if device.type == "cpu" else "auto"
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    if tokenizer.mask_token_id is None:
-        raise ValueError(f"the tokenizer in {str(directory)!r} has no mask token")
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar for a local directory
     try:
-        model = AutoModelForMaskedLM.from_pretrained(str(directory), local_files_only=True, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        model, info = AutoModelForMaskedLM.from_pretrained(str(directory), local_files_only=True, dtype=dtype,
+                                                           output_loading_info=True, use_safetensors=True)
+    except Exception as error:  # noqa: BLE001 - safetensors, config validation, OS: each is a bad directory
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = " ".join(lines[:2]) or type(error).__name__
+        raise ValueError(f"cannot load the model in {where}: {reason}") from error
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"the tokenizer in {where} has no mask token")
+    problems = {kind: sorted(info.get(kind) or []) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    problems = {kind: keys for kind, keys in problems.items() if keys}
+    if problems:
+        detail = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(map(str, keys[:4]))}"
+                           + (f" and {len(keys) - 4} more" if len(keys) > 4 else "") for kind, keys in problems.items())
+        raise ValueError(f"the weights in {where} do not match its config.json ({detail})")
+    vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocab:
+        raise ValueError(f"the tokenizer in {where} has {len(tokenizer)} tokens, the model's vocabulary {vocab}")
     return model.to(device).eval(), tokenizer
+
+
+def _checked_device(device) -> torch.device:
+    """``device`` as a ``torch.device`` that this machine has (``None``: CUDA when available)."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda', got {device!r}") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r}, but this machine has no CUDA device (torch "
+                         f"{torch.__version__})")
+    return device

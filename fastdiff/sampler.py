@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -11,13 +12,18 @@ from fastdiff import graphs, ops
 from fastdiff.backend import cuda_graphs_supported, resolve_backend
 from fastdiff.config import SamplerConfig
 from fastdiff.model import ModelRunner
-from fastdiff.schedule import allocate_steps, masked_fractions, resolve_schedule, schedule_counts
+from fastdiff.schedule import allocate_steps, resolve_schedule, reveal_steps, schedule_counts
 
 # With early stopping possible (EOS, threshold), a graphed run reads the device "work left" flag
 # every this many steps: one host synchronisation per check.
 GRAPH_CHECK_EVERY = 4
 # Smallest row bucket of the masked-row head under CUDA graphs (buckets are powers of two).
 MIN_ROW_BUCKET = 16
+
+
+# longest canvas a row may have: beyond any bidirectional model's context, and the per-step [B, L]
+# tensors and plan stay small enough to allocate
+MAX_CANVAS = 1 << 20
 
 
 @dataclass
@@ -130,6 +136,7 @@ class Sampler:
         self.cuda_graphs = cuda_graphs
         self.masked_head = masked_head
         self.config = (config or SamplerConfig()).replace(**overrides)
+        self._check_eos(self.config)
         self._graphs = graphs.GraphCache(graph_cache_size)
         self._graph_failures = set()
         if compile:
@@ -189,8 +196,9 @@ class Sampler:
             prompt_ids: int ``[B, P]`` (or ``[P]``), left-padded when prompts differ in length.
             gen_length: tokens to generate per row.
             attention_mask: ``[B, P]`` of 0/1: 0 marks left padding. Pad and prompt positions are never
-                modified, and a padded row gives the same result as that row alone (for models that
-                take ``position_ids``, or RoBERTa-style models).
+                modified; with greedy decoding a padded row gives the same result as that row alone
+                (for models that take ``position_ids``, or RoBERTa-style models). Sampled noise is keyed
+                by the position in the batch, so sampled rows depend on their row index and padding.
             progress: ``progress(step, planned_steps)`` called on the host after each step is issued (a
                 progress bar); unlike ``on_step`` it sees no tensor, so CUDA graphs and the masked-row
                 head stay on.
@@ -200,7 +208,7 @@ class Sampler:
             :class:`GenerationOutput` with ``sequences`` of shape ``[B, P + gen_length]``.
         """
         config = self.config.replace(**overrides) if overrides else self.config
-        prompt = _check_ids(prompt_ids, "prompt_ids")
+        prompt = _check_ids(prompt_ids, "prompt_ids", self.runner.vocab_size)
         if isinstance(gen_length, bool) or not isinstance(gen_length, int):
             raise TypeError(f"gen_length must be an int, got {type(gen_length).__name__}")
         if gen_length <= 0:
@@ -241,7 +249,7 @@ class Sampler:
             :class:`GenerationOutput` with ``sequences`` of shape ``[B, L]``.
         """
         config = self.config.replace(**overrides) if overrides else self.config
-        canvas = _check_ids(canvas_ids, "canvas_ids")
+        canvas = _check_ids(canvas_ids, "canvas_ids", self.runner.vocab_size)
         B, L = canvas.shape
         if L == 0:
             raise ValueError("canvas_ids must not be empty")
@@ -269,6 +277,8 @@ class Sampler:
         limit = self.runner.max_length
         if limit is not None and length > limit:
             raise ValueError(f"{what} = {length} exceeds the model's {limit} positions (max_position_embeddings)")
+        if length > MAX_CANVAS:  # a model that does not say its length (a callable)
+            raise ValueError(f"{what} = {length} exceeds fastdiff's canvas limit of {MAX_CANVAS} positions")
 
     def _plan(self, config: SamplerConfig, region: Tuple[int, int], row_counts, B: int, L: int,
               device: torch.device, seed: int) -> _Plan:
@@ -286,22 +296,19 @@ class Sampler:
         schedule = resolve_schedule(config.schedule)
         generator = torch.Generator().manual_seed(seed)
 
-        def commit_counts(n: int, s: int) -> List[int]:
-            """Tokens a row with n masked positions commits at each of the block's s steps."""
+        def commit_counts(n: int, s: int) -> Dict[int, int]:
+            """Tokens a row with n masked positions commits at each of the block's s steps, by step
+            (steps that commit nothing may be left out)."""
             if n == 0:
-                return [0] * s
+                return {}
             if not ancestral:
-                return schedule_counts(schedule, n, s)
-            # MDLM / SEDD ancestral law: each masked position is revealed at step i with probability
-            # (t_i - t_{i+1}) / t_i, so the count is binomial in what is left; which positions is uniform
-            t = masked_fractions(config.schedule, n, s)
-            left, counts = n, []
-            for i in range(s):
-                reveal = 1.0 if i == s - 1 or t[i] <= 0 else 1.0 - t[i + 1] / t[i]
-                count = int(torch.binomial(torch.tensor(float(left)), torch.tensor(reveal), generator=generator))
-                counts.append(count)
-                left -= count
-            return counts
+                return dict(enumerate(schedule_counts(schedule, n, s)))
+            # MDLM / SEDD ancestral law: with t_i the masked fraction before step i, each position is
+            # revealed at step i with probability t_i - t_{i+1}, independently; which ones is uniform.
+            # Drawn as n reveal times (v uniform in (0, 1]: the step with t_{i+1} < v <= t_i), so the
+            # cost follows n, not the number of steps
+            v = 1.0 - torch.rand(n, generator=generator, dtype=torch.float64)
+            return dict(Counter(reveal_steps(config.schedule, v, n, s).tolist()))
 
         # masked positions a row can still have in the block before each step: the plan's target,
         # unless commits can fall short of it (threshold: at least one per step) or masks come back
@@ -323,17 +330,16 @@ class Sampler:
                       else cache.setdefault((per_row[r][b], alloc[b]), commit_counts(per_row[r][b], alloc[b]))
                       for r in range(B)]
             # an ancestral step that reveals nothing in any row needs no forward pass
-            kept = [i for i in range(alloc[b]) if not ancestral or any(c[i] for c in counts)]
+            kept = sorted(set().union(*counts)) if ancestral else list(range(alloc[b]))
             first_step.append(len(step_block))
             step_block += [j] * len(kept)
             step_last += [False] * (len(kept) - 1) + [True]
             bound = [0] * len(kept)
             for r in range(B):
                 left, after = per_row[r][b], []
-                for i in range(alloc[b]):
-                    left -= counts[r][i]
-                    if i in kept:
-                        after.append(left)
+                for i in kept:
+                    left -= counts[r].get(i, 0)
+                    after.append(left)
                 targets[r] += after
                 bound = [x + y for x, y in zip(bound, bound_before(per_row[r][b], after))]
             row_bound += bound
@@ -396,9 +402,15 @@ class Sampler:
     # ------------------------------------------------------------------------------------------
     # running the steps: eagerly, or replaying captured graphs
     # ------------------------------------------------------------------------------------------
+    def _check_eos(self, config: SamplerConfig) -> None:
+        if self.mask_token_id in config.eos_ids:
+            raise ValueError(f"eos_token_id holds mask_token_id={self.mask_token_id}: every masked position would read "
+                             "as finished")
+
     def _run(self, canvas, editable, real, *, padded: bool, region, row_counts, config: SamplerConfig, progress):
         if progress is not None and not callable(progress):
             raise TypeError(f"progress must be callable, got {type(progress).__name__}")
+        self._check_eos(config)
         B, L = canvas.shape
         device = canvas.device
         backend = resolve_backend(self.backend, device)
@@ -597,7 +609,7 @@ class Sampler:
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
             shift = False
         if config.logits_hook is not None:
-            logits = config.logits_hook(step_index, st.canvas, logits)
+            logits = _check_hook_logits(config.logits_hook(step_index, st.canvas, logits), logits)
         tokens, scores = ops.dispatch_sample_masked(backend, logits, eligible, st.rng, logits_shift=shift,
                                                     **self._sample_options(st, config))
         return tokens, scores, logits
@@ -703,9 +715,12 @@ def _equals_any(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return (values[..., None] == ids).any(dim=-1)
 
 
-def _check_ids(ids, name: str) -> torch.Tensor:
+def _check_ids(ids, name: str, vocab: Optional[int]) -> torch.Tensor:
+    """``ids`` as int64 ``[B, L]``; ``vocab``: the model's vocabulary size where known."""
     if not isinstance(ids, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
+    if ids.is_meta:
+        raise ValueError(f"{name} is on the meta device: it holds no ids")
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer token ids, got {ids.dtype}")
     if ids.dim() == 1:
@@ -716,6 +731,8 @@ def _check_ids(ids, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must hold at least one row")
     if ids.numel() and int(ids.min()) < 0:
         raise ValueError(f"{name} must not hold negative ids")
+    if vocab is not None and ids.numel() and int(ids.max()) >= vocab:
+        raise ValueError(f"{name} hold id {int(ids.max())}, outside the model's vocabulary [0, {vocab})")
     return ids.to(torch.int64)
 
 
@@ -736,3 +753,12 @@ def _check_attention(mask, shape: Tuple[int, int], name: str) -> Optional[torch.
 def _check_replacement(replaced, canvas: torch.Tensor) -> None:
     if not isinstance(replaced, torch.Tensor) or replaced.shape != canvas.shape or replaced.is_floating_point():
         raise TypeError(f"on_step must return None or an integer tensor of shape {tuple(canvas.shape)}")
+    if replaced.numel() and int(replaced.min()) < 0:
+        raise ValueError(f"on_step returned a negative token id ({int(replaced.min())})")
+
+
+def _check_hook_logits(hooked, logits: torch.Tensor) -> torch.Tensor:
+    if not isinstance(hooked, torch.Tensor) or hooked.shape != logits.shape or not hooked.is_floating_point():
+        got = tuple(hooked.shape) if isinstance(hooked, torch.Tensor) else type(hooked).__name__
+        raise TypeError(f"logits_hook must return float logits of shape {tuple(logits.shape)}, got {got}")
+    return hooked

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Callable, List, Sequence, Union
 
+import torch
+
 ScheduleFn = Callable[[int, int], Sequence[int]]
 SCHEDULES = ("linear", "cosine")
 
@@ -52,6 +54,24 @@ def masked_fractions(schedule: Union[str, ScheduleFn], n_tokens: int, n_steps: i
         left -= count
         fractions.append(left / n_tokens)
     return fractions
+
+
+def reveal_steps(schedule: Union[str, ScheduleFn], v: torch.Tensor, n_tokens: int, n_steps: int) -> torch.Tensor:
+    """The step at which ancestral unmasking reveals each of ``n_tokens`` positions, from ``v``
+    (float64 ``[n]``, uniform in ``(0, 1]``): the step ``i`` with ``t_{i+1} < v <= t_i`` on the time
+    grid of :func:`masked_fractions`. The built-in schedules invert their grid in closed form (no
+    per-step work, so a budget of 10**9 steps costs what 10 do); a callable's grid is searched.
+
+    Returns int64 ``[n]`` in ``[0, n_steps)``.
+    """
+    if schedule == "linear":  # t_i = 1 - i/s
+        steps = torch.floor((1.0 - v) * n_steps)
+    elif schedule == "cosine":  # t_i = cos(pi/2 i/s)
+        steps = torch.floor(torch.acos(v) * (2.0 * n_steps / math.pi))
+    else:
+        grid = torch.tensor(masked_fractions(schedule, n_tokens, n_steps)[1:], dtype=torch.float64)
+        steps = (grid[None, :] >= v[:, None]).sum(dim=1).to(torch.float64)
+    return steps.clamp(0, n_steps - 1).to(torch.int64)
 
 
 def resolve_schedule(schedule: Union[str, ScheduleFn]) -> ScheduleFn:

@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -469,6 +470,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
         if self.seq_length < 2:
             raise ValueError(f"seq_length must be >= 2, got {self.seq_length}")
+        for name in ("learning_rate", "min_lr_ratio", "weight_decay", "grad_clip", "initializer_range", "dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.learning_rate <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("learning_rate must be > 0 and min_lr_ratio in [0, 1]")
         if not self.initializer_range > 0:
@@ -493,7 +498,7 @@ class TrainConfig:
 
 # the from-scratch architectures and the objective each serves
 ARCHITECTURES = {"modernbert": "diffusion", "roberta": "diffusion", "gpt2": "causal"}
-RUNTIME_FIELDS = frozenset({"max_minutes", "stop_at_step", "threads", "device", "progress"})
+RUNTIME_FIELDS = frozenset({"max_minutes", "stop_at_step", "threads", "device", "progress", "output_dir"})
 
 
 def learning_rate_at(config: TrainConfig, step: int) -> float:
@@ -570,15 +575,28 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW
                              foreach=False)
 
 
+def _fsync(path: Path) -> None:
+    descriptor = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def save_checkpoint(run_dir: Union[str, Path], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     step: int) -> Path:
-    """Write ``run_dir/checkpoint/`` (model config and fp32 weights, AdamW state, step) atomically:
-    it is written beside and renamed into place, so an interrupted save keeps the previous one."""
+    """Write ``run_dir/checkpoint`` (model config and fp32 weights, AdamW state, step) atomically.
+
+    The files go to ``checkpoint-<step>.tmp/`` and are synced to disk; one rename makes it
+    ``checkpoint-<step>/``, and one more swaps the ``checkpoint`` link to it. A crash at any point
+    leaves ``checkpoint`` on a complete checkpoint (the previous or the new one); older ones are
+    removed once the link has moved."""
     from safetensors.torch import save_file, save_model
 
     run = Path(run_dir)
-    staging, final, old = run / (CHECKPOINT + ".tmp"), run / CHECKPOINT, run / (CHECKPOINT + ".old")
-    for leftover in (staging, old):
+    name = f"{CHECKPOINT}-{step}"
+    staging, target, link = run / (name + ".tmp"), run / name, run / CHECKPOINT
+    for leftover in (staging, target):
         if leftover.exists():
             shutil.rmtree(leftover)
     staging.mkdir()
@@ -589,35 +607,65 @@ def save_checkpoint(run_dir: Union[str, Path], model: torch.nn.Module, optimizer
                for key, value in entry.items()}
     save_file(tensors, str(staging / "optimizer.safetensors"),
               metadata={"param_groups": json.dumps(state["param_groups"])})
-    (staging / "state.json").write_text(json.dumps({"step": step}) + "\n")
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
-    return final
+    (staging / "state.json").write_text(json.dumps({"step": step}) + "\n")  # last: marks it complete
+    for path in (*staging.iterdir(), staging):
+        _fsync(path)
+    staging.rename(target)
+    if link.is_dir() and not link.is_symlink():  # a run from before checkpoints were linked
+        shutil.rmtree(link)
+    swap = run / (CHECKPOINT + ".link")
+    if swap.is_symlink() or swap.exists():
+        swap.unlink()
+    swap.symlink_to(name)  # relative: the run directory can move
+    os.replace(swap, link)
+    _fsync(run)
+    for other in run.glob(f"{CHECKPOINT}-*"):
+        if other.name != name:
+            shutil.rmtree(other)
+    return target
+
+
+def _checkpoint_dir(run: Path) -> Optional[Path]:
+    """The checkpoint to resume from: ``checkpoint`` when it is complete, else the newest complete
+    ``checkpoint-<step>`` (a save that stopped between its renames), else ``None``."""
+    link = run / CHECKPOINT
+    if (link / "state.json").is_file():
+        return link
+    complete = [p for p in run.glob(f"{CHECKPOINT}-*") if p.suffix != ".tmp" and (p / "state.json").is_file()]
+    steps = {p: int(p.name.rsplit("-", 1)[1]) for p in complete if p.name.rsplit("-", 1)[1].isdigit()}
+    return max(steps, key=steps.get) if steps else None
 
 
 def load_checkpoint(run_dir: Union[str, Path], objective: str):
-    """``(model, optimizer_state, step)`` from ``run_dir/checkpoint``, or ``None`` if there is none."""
+    """``(model, optimizer_state, step)`` from ``run_dir/checkpoint``, or ``None`` if there is none.
+
+    Raises:
+        ValueError: the checkpoint is there but unreadable (naming its directory).
+    """
     from safetensors import safe_open
     from safetensors.torch import load_model
     from transformers import AutoConfig
 
-    path = Path(run_dir) / CHECKPOINT
-    if not (path / "state.json").exists():
+    path = _checkpoint_dir(Path(run_dir))
+    if path is None:
         return None
-    model = _model_classes(objective).from_config(AutoConfig.from_pretrained(str(path), local_files_only=True))
-    load_model(model, str(path / "model.safetensors"))
-    entries: Dict[int, dict] = {}
-    with safe_open(str(path / "optimizer.safetensors"), framework="pt") as f:
-        groups = json.loads(f.metadata()["param_groups"])
-        for name in f.keys():
-            index, key = name.split(".", 1)
-            entries.setdefault(int(index), {})[key] = f.get_tensor(name)
-    for group in groups:
-        group["betas"] = tuple(group["betas"])
-    step = json.loads((path / "state.json").read_text())["step"]
+    try:
+        step = json.loads((path / "state.json").read_text())["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"state.json holds step {step!r}")
+        model = _model_classes(objective).from_config(AutoConfig.from_pretrained(str(path), local_files_only=True))
+        load_model(model, str(path / "model.safetensors"))
+        entries: Dict[int, dict] = {}
+        with safe_open(str(path / "optimizer.safetensors"), framework="pt") as f:
+            groups = json.loads(f.metadata()["param_groups"])
+            for name in f.keys():
+                index, key = name.split(".", 1)
+                entries.setdefault(int(index), {})[key] = f.get_tensor(name)
+        for group in groups:
+            group["betas"] = tuple(group["betas"])
+    except Exception as error:  # noqa: BLE001 - JSON, safetensors, config: each is a corrupted checkpoint
+        raise ValueError(f"the checkpoint in {str(path)!r} is unreadable ({type(error).__name__}: {error}); "
+                         "remove it to start over") from error
     return model, {"state": entries, "param_groups": groups}, step
 
 
@@ -626,7 +674,11 @@ def _check_run(run_dir: Path, config: TrainConfig) -> None:
     path = run_dir / RUN_CONFIG
     identity = config.identity()
     if path.exists():
-        recorded = json.loads(path.read_text())
+        try:
+            recorded = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{str(path)!r} is not JSON ({error}): the run's record is corrupted") from None
+        recorded = {k: v for k, v in recorded.items() if k not in RUNTIME_FIELDS}  # older runs recorded output_dir
         differing = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
         if differing:
             raise ValueError(f"output_dir {str(run_dir)!r} holds a run with other settings ({', '.join(differing)}); "
@@ -638,6 +690,26 @@ def _check_run(run_dir: Path, config: TrainConfig) -> None:
 def _log(run_dir: Path, record: dict) -> None:
     with open(run_dir / LOG, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def _read_log(run_dir: Path) -> List[dict]:
+    """The records of ``log.jsonl``, after cutting off a last line that a crash left unfinished."""
+    path = run_dir / LOG
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines) - 1 and any(rest.strip() for rest in lines[number + 1:]):
+                raise ValueError(f"{str(path)!r} line {number + 1} is not JSON: the log is corrupted") from None
+            path.write_text("".join(kept + "\n" for kept in lines[:number] if kept.strip()))  # torn last line
+    return records
 
 
 def _eval_batches(config: TrainConfig, data: PreparedData) -> List[torch.Tensor]:
@@ -694,8 +766,17 @@ def train(config: TrainConfig) -> dict:
 
     config.validate()
     run_dir = Path(config.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     data = PreparedData.load(config.data)
+    starts = window_starts(data.train, config.seq_length)
+    if len(starts) == 0:
+        raise ValueError(f"the training stream is shorter than seq_length={config.seq_length}")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".writable"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"output_dir {str(run_dir)!r} is not writable: {error.strerror or error}") from None
     _check_run(run_dir, config)
     tokenizer = data.tokenizer
     device = torch.device(config.device)
@@ -713,16 +794,11 @@ def train(config: TrainConfig) -> dict:
         optimizer = _optimizer(model, config)
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
-        starts = window_starts(data.train, config.seq_length)
-        if len(starts) == 0:
-            raise ValueError(f"the training stream is shorter than seq_length={config.seq_length}")
         collator = DiffusionCollator.from_tokenizer(
             tokenizer, mask_ratio=tuple(config.mask_ratio), ratio_schedule=config.mask_ratio_schedule,
             prefix_length=tuple(config.prefix_length)) if config.objective == "diffusion" else None
         eval_batches = _eval_batches(config, data)
-        pieces = sum(1 for line in (run_dir / LOG).read_text().splitlines()
-                     if json.loads(line).get("event") == "piece_start") if (run_dir / LOG).exists() else 0
-        piece = pieces + 1
+        piece = 1 + sum(1 for record in _read_log(run_dir) if record.get("event") == "piece_start")
         began = time.perf_counter()
         _log(run_dir, {"event": "piece_start", "piece": piece, "step": start, "threads": config.threads,
                        "device": config.device, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -913,7 +989,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = vars(_parser().parse_args(argv))
-    command = args.pop("command")
+    try:
+        return _run_command(args.pop("command"), args)
+    except (ValueError, TypeError) as error:
+        print(f"fastdiff.train: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _run_command(command: str, args: dict) -> int:
     if command == "prepare":
         manifest = prepare(args["out"], source=args["source"], heldout_percent=args["heldout_percent"],
                            vocab_size=args["vocab_size"], tokenizer_dir=args["tokenizer"])

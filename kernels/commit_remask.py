@@ -28,7 +28,9 @@ def _commit_remask_kernel(
     confidence = tl.load(confidence_ptr + at, mask=inside, other=0.0)
     editable = (tl.load(editable_ptr + at, mask=inside, other=0) != 0) & inside
     commit = (tl.load(selected_ptr + at, mask=inside, other=0) != 0) & editable
-    canvas = tl.where(commit, tl.load(tokens_ptr + at, mask=commit, other=0), canvas)
+    token = tl.load(tokens_ptr + at, mask=commit, other=-1)
+    commit = commit & (token >= 0)  # -1: sample_masked found no token (a NaN / +inf row); it stays masked
+    canvas = tl.where(commit, token, canvas)
     confidence = tl.where(commit, tl.load(scores_ptr + at, mask=commit, other=0.0), confidence)
 
     # re-mask the n least confident committed tokens: the n largest keys -confidence (/ tau + Gumbel)

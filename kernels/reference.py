@@ -362,14 +362,16 @@ def commit_remask_reference(
 
     In place on ``canvas`` (int64 ``[B, L]``) and ``confidence`` (fp32 ``[B, L]``):
 
-    1. at ``selected & editable``: ``canvas = tokens`` and ``confidence = scores``;
+    1. at ``selected & editable`` where ``tokens >= 0``: ``canvas = tokens`` and
+       ``confidence = scores`` (a ``-1`` token, :func:`sample_masked_reference`'s mark of a row with
+       no token, leaves its position as it was);
     2. among ``editable`` positions that now hold a token, the ``n_remask[b]`` with the lowest
        confidence (ranked by ``-confidence / tau + Gumbel`` when ``remask_temperature = tau > 0``;
        ties to the lowest index) get ``canvas = mask_id`` and ``confidence = NaN``.
 
     Positions outside ``editable`` (prompt, fixed, pad) are never written.
     """
-    commit = selected & editable
+    commit = selected & editable & (tokens >= 0)
     canvas.copy_(torch.where(commit, tokens, canvas))
     confidence.copy_(torch.where(commit, scores.to(torch.float32), confidence))
 

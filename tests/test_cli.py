@@ -411,6 +411,14 @@ def test_bench_runs_the_suite_with_the_remaining_arguments(capsys, monkeypatch, 
     assert str(tmp_path) not in sys.path and str(suite.parent) not in sys.path
 
 
+def test_bench_loads_the_real_suite(capsys):
+    # the checkout's own benchmarks/suite.py (dataclasses and all): --help and a dry run, no timing
+    assert cli.BENCH_SUITE.is_file()
+    code, out, err = _run(capsys, ["bench", "--help"])
+    assert code == 0 and "--dry-run" in out, err
+    assert "fastdiff_benchmark_suite" not in sys.modules
+
+
 def test_bench_without_a_checkout(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "BENCH_SUITE", tmp_path / "benchmarks" / "suite.py")
     code, out, err = _run(capsys, ["bench", "--size", "cpu"])
@@ -495,3 +503,36 @@ def test_console_script(model_dir, fresh_seed):
     assert result.returncode == 0, result.stderr
     sample, = json.loads(result.stdout)["samples"]
     assert sample["text"].startswith(PROMPT)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["generate", "abc\udcff\udcfe", "-q"], "not valid UTF-8"),  # bytes argv could not decode
+    (["generate", "x [MASK*100000000000] y", "-q"], "exceeds the canvas limit"),
+    (["generate", "hello", "--eos-token-id", "4", "-q"], "eos_token_id holds mask_token_id=4"),
+    (["generate", "hello", "--seed", str(2**64), "-q"], "seed must fit in int64"),
+    (["generate", "hello", "--temperature", "inf", "-q"], "temperature must be a finite number"),
+])
+def test_bad_cli_input_is_one_line(capsys, argv, message):
+    code, out, err = _run(capsys, argv)
+    assert code != 0 and err.strip().count("\n") == 0 and message in err, err
+
+
+def test_undecodable_stdin_is_one_line(capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"abc\xff\xfe"), errors="surrogateescape"))
+    code, out, err = _run(capsys, ["generate", "-", "-q"])
+    assert code != 0 and "not valid UTF-8" in err and err.strip().count("\n") == 0
+
+
+def test_a_broken_model_directory_is_one_line(capsys, tmp_path):
+    import shutil
+
+    from fastdiff.pretrained import DEMO_MODEL_DIR
+
+    broken = tmp_path / "model"
+    shutil.copytree(DEMO_MODEL_DIR, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    code, out, err = _run(capsys, ["generate", "hello", "--model", broken, "-q"])
+    assert code == 1 and str(broken) in err and err.strip().count("\n") == 0

@@ -57,17 +57,21 @@ def test_build_trace_follows_the_history(generation, trace):
 
 
 def test_scores_of_tokens_changed_later_are_unknown(tiny_roberta, fresh_seed):
-    out, initial = _run(tiny_roberta, fresh_seed, gen_length=24, steps=8, remask="low_confidence", remask_ratio=0.5)
-    trace = tracing.build_trace(out, initial, MASK_ID, _token_text)
-    final = trace.token_ids[-1]
-    unchanged_after = torch.ones_like(trace.token_ids, dtype=torch.bool)
-    for step in range(trace.num_steps - 2, -1, -1):
-        unchanged_after[step] = unchanged_after[step + 1] & (trace.token_ids[step + 1] == trace.token_ids[step])
+    # a re-mask shows in the history only when it hits a token committed in an earlier step (about
+    # seven runs in eight here): the first of a few seeds where one does is traced
+    for seed in range(fresh_seed, fresh_seed + 6):
+        out, initial = _run(tiny_roberta, seed, gen_length=24, steps=8, remask="low_confidence", remask_ratio=0.5)
+        trace = tracing.build_trace(out, initial, MASK_ID, _token_text)
+        unchanged_after = torch.ones_like(trace.token_ids, dtype=torch.bool)
+        for step in range(trace.num_steps - 2, -1, -1):
+            unchanged_after[step] = unchanged_after[step + 1] & (trace.token_ids[step + 1] == trace.token_ids[step])
+        shown = (trace.token_ids != MASK_ID) & ~trace.fixed
+        if (shown & ~unchanged_after).any():
+            break
+    else:
+        pytest.fail(f"re-masking at ratio 0.5 re-masked no earlier committed token in six runs from seed {fresh_seed}")
     known = torch.isfinite(trace.scores)
-    shown = (trace.token_ids != MASK_ID) & ~trace.fixed
-    assert torch.equal(known, shown & unchanged_after & (trace.token_ids == final))
-    remasked = shown & ~unchanged_after
-    assert remasked.any(), "re-masking at ratio 0.5 must re-mask some committed token"
+    assert torch.equal(known, shown & unchanged_after & (trace.token_ids == trace.token_ids[-1]))
     assert trace.has_unscored and tracing.trace_data(trace)["hasUnscored"]
     assert tracing.UNSCORED_LABEL in tracing.terminal_frame(trace, 0, tracing.layout(trace, 40))[-1]
 

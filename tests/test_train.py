@@ -289,3 +289,51 @@ def test_help_documents_the_commands(capsys):
     with pytest.raises(SystemExit):
         recipe.main(["fit", "--help"])
     assert "--prefix-length" in capsys.readouterr().out
+
+
+def test_resume_survives_crashes_and_a_moved_run(tiny_data, tmp_path, fresh_seed):
+    seed = fresh_seed % 1000
+    whole = _tiny_config(tiny_data, tmp_path / "whole", steps=9, seed=seed, log_every=1)
+    recipe.train(whole)
+    run = tmp_path / "pieces"
+    pieces = _tiny_config(tiny_data, run, steps=9, seed=seed, log_every=1)
+    recipe.train(dataclass_replace(pieces, stop_at_step=3))
+    with open(run / recipe.LOG, "a") as log:  # a crash in the middle of a log line
+        log.write('{"step": 4, "lo')
+    recipe.train(dataclass_replace(pieces, stop_at_step=6))
+    # a crash after the new checkpoint's rename, before the link moved: the link is gone
+    assert (run / "checkpoint").is_symlink() and (run / "checkpoint-6" / "state.json").is_file()
+    (run / "checkpoint").unlink()
+    (run / "checkpoint-6.tmp").mkdir()  # and a save that never finished
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    assert recipe.train(dataclass_replace(pieces, output_dir=str(moved)))["finished"]
+    for a, b in zip(_weights(tmp_path / "whole"), _weights(moved)):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    starts = [(r["piece"], r["step"]) for r in _log(moved) if r.get("event") == "piece_start"]
+    assert starts == [(1, 0), (2, 3), (3, 6)]
+    assert sorted(p.name for p in moved.glob("checkpoint*")) == ["checkpoint", "checkpoint-9"]
+
+
+def test_bad_settings_write_nothing_and_bad_files_name_themselves(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="learning_rate"):
+        recipe.train(_tiny_config(tiny_data, run, learning_rate=float("nan")))
+    assert not run.exists()
+    recipe.train(_tiny_config(tiny_data, run, steps=2))  # the corrected command, same output_dir
+    with pytest.raises(ValueError, match="lacks"):
+        recipe.train(_tiny_config(tmp_path / "no-data", tmp_path / "other"))
+    (run / "checkpoint" / "state.json").write_text("{step")
+    with pytest.raises(ValueError, match="checkpoint .* is unreadable"):
+        recipe.train(_tiny_config(tiny_data, run, steps=2))
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(ValueError, match="not writable"):
+        recipe.train(_tiny_config(tiny_data, blocked / "run"))
+
+
+def test_cli_reports_bad_settings_in_one_line(tiny_data, tmp_path, capsys):
+    code = recipe.main(["fit", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--learning-rate", "nan",
+                        "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "learning_rate" in err[0]

@@ -43,6 +43,14 @@ def sampler():
     (dict(logits_shift=1), "logits_shift"),
     (dict(on_step=3), "on_step"),
     (dict(seed=1.5), "seed"),
+    (dict(seed=2**63), "seed"),
+    (dict(seed=-2**63 - 1), "seed"),
+    (dict(temperature=float("inf")), "temperature"),
+    (dict(cfg_scale=float("inf")), "cfg_scale"),
+    (dict(cfg_scale=float("nan")), "cfg_scale"),
+    (dict(remask_temperature=float("inf")), "remask_temperature"),
+    (dict(eos_token_id=MASK_ID), "eos_token_id"),
+    (dict(eos_token_id=[2, MASK_ID]), "eos_token_id"),
     (dict(nucleus=0.9), "nucleus"),
 ])
 def test_bad_options_name_the_field(sampler, overrides, match):
@@ -158,6 +166,16 @@ def test_caller_tensors_are_never_modified(tiny_roberta):
     assert torch.equal(logits, logits_copy)
 
 
+def test_ops_reject_meta_tensors():
+    meta = dict(device="meta")
+    with pytest.raises(ValueError, match="logits is on the meta device"):
+        ops.sample_masked(torch.empty(1, 4, 8, **meta), torch.ones(1, 4, dtype=torch.bool, **meta))
+    with pytest.raises(ValueError, match="scores is on the meta device"):
+        ops.select_topk(torch.empty(1, 4, **meta), torch.ones(1, 4, dtype=torch.bool, **meta), 1)
+    with pytest.raises(ValueError, match="temperature is on the meta device"):
+        ops.sample_masked(torch.randn(1, 4, 8), torch.ones(1, 4, dtype=torch.bool), temperature=torch.empty((), **meta))
+
+
 @pytest.mark.parametrize("call,match", [
     (lambda: ops.sample_masked(torch.randn(1, 4), torch.ones(1, 4, dtype=torch.bool)), "logits"),
     (lambda: ops.sample_masked(torch.ones(1, 4, 8, dtype=torch.long), torch.ones(1, 4, dtype=torch.bool)), "logits"),
@@ -187,3 +205,152 @@ def test_caller_tensors_are_never_modified(tiny_roberta):
 def test_ops_reject_bad_arguments(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def _commit_args(B=1, L=4):
+    return (torch.zeros(B, L, dtype=torch.long), torch.zeros(B, L), torch.zeros(B, L, dtype=torch.long),
+            torch.zeros(B, L), torch.ones(B, L, dtype=torch.bool), torch.ones(B, L, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("call,match", [
+    # tensor parameters are read and checked like numbers (outside a CUDA graph capture), on both backends
+    (lambda b: ops.sample_masked(torch.randn(1, 4, 8), torch.ones(1, 4, dtype=torch.bool), top_k=torch.tensor(0),
+                                 backend=b), "top_k"),
+    (lambda b: ops.sample_masked(torch.randn(1, 4, 8), torch.ones(1, 4, dtype=torch.bool),
+                                 temperature=torch.tensor(float("nan")), backend=b), "temperature"),
+    (lambda b: ops.sample_masked(torch.randn(1, 4, 8), torch.ones(1, 4, dtype=torch.bool),
+                                 temperature=float("inf"), backend=b), "temperature"),
+    (lambda b: ops.sample_masked(torch.randn(1, 4, 8), torch.ones(1, 4, dtype=torch.bool),
+                                 top_p=torch.tensor(1.5), backend=b), "top_p"),
+    (lambda b: ops.sample_masked(torch.randn(1, 4, 8), torch.ones(1, 4, dtype=torch.bool), seed=2**64, backend=b),
+     "seed"),
+    (lambda b: ops.commit_remask(*_commit_args(), 0, -1, backend=b), "mask_id"),
+    (lambda b: ops.commit_remask(*_commit_args(), -2, 0, backend=b), "n_remask"),
+])
+def test_both_backends_refuse_the_same_inputs(backend, call, match):
+    from conftest import requires_kernels
+
+    if backend == "triton" and requires_kernels.args[0]:
+        pytest.skip("needs Triton with CUDA, or the interpreter")
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(backend)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_a_row_with_no_token_never_writes_an_invalid_id(backend):
+    # the README's bare-ops loop, one row NaN: sample_masked marks it -1, commit_remask leaves it masked
+    from conftest import requires_kernels
+
+    if backend == "triton" and requires_kernels.args[0]:
+        pytest.skip("needs Triton with CUDA, or the interpreter")
+    canvas = torch.tensor([[5, MASK_ID, MASK_ID, MASK_ID]])
+    confidence = torch.full((1, 4), float("nan"))
+    logits = torch.randn(1, 4, V)
+    logits[0, 2, 3] = float("nan")
+    editable = torch.tensor([[False, True, True, True]])
+    for _ in range(3):
+        masked = canvas == MASK_ID
+        tokens, scores = ops.sample_masked(logits, masked, temperature=1.0, seed=0, backend=backend)
+        assert tokens[0, 2] == -1
+        selected = ops.select_topk(scores.nan_to_num(-1.0), masked & editable, 3, seed=0, backend=backend)
+        ops.commit_remask(canvas, confidence, tokens, scores, selected, editable, 0, MASK_ID, seed=0, backend=backend)
+    assert canvas.min() >= 0 and canvas[0, 2] == MASK_ID and (canvas[0, [1, 3]] != MASK_ID).all()
+
+
+def test_ids_outside_the_vocabulary_hooks_and_meta_tensors(tiny_roberta):
+    sampler = Sampler(tiny_roberta, mask_token_id=4, steps=2)
+    with pytest.raises(ValueError, match="prompt_ids hold id 1000"):
+        sampler.generate(torch.tensor([[5, 1000]]), gen_length=2)
+    with pytest.raises(ValueError, match="canvas_ids hold id 5000"):
+        sampler.infill(torch.tensor([[5, 4, 5000]]))
+    with pytest.raises(ValueError, match="meta"):
+        sampler.generate(torch.tensor([[5, 6]], device="meta"), gen_length=2)
+    with pytest.raises(TypeError, match="logits_hook must return"):
+        sampler.generate(torch.tensor([[5, 6]]), gen_length=2, logits_hook=lambda step, canvas, logits: None)
+    with pytest.raises(TypeError, match="logits_hook must return"):
+        sampler.generate(torch.tensor([[5, 6]]), gen_length=2, logits_hook=lambda step, canvas, logits: logits[..., :5])
+    with pytest.raises(ValueError, match="on_step returned a negative token id"):
+        sampler.generate(torch.tensor([[5, 6]]), gen_length=2, on_step=lambda step, canvas, logits: canvas - 100)
+    with pytest.raises(TypeError, match="graph_cache_size"):
+        Sampler(tiny_roberta, mask_token_id=4, graph_cache_size="4")
+    with pytest.raises(ValueError, match="canvas limit"):  # a callable says no length: not an allocator error
+        Sampler(_oracle(), MASK_ID).generate(torch.tensor([[5]]), gen_length=10**12)
+
+
+def test_ancestral_planning_does_not_depend_on_the_step_budget():
+    import time
+
+    sampler = Sampler(_oracle(), MASK_ID, unmask="ancestral", temperature=1.0, seed=0)
+    start = time.perf_counter()
+    out = sampler.generate(torch.tensor([[5, 6]]), gen_length=20, steps=10**9)
+    assert time.perf_counter() - start < 60.0  # a hang guard: planning was a Python loop over the steps (hours)
+    assert not (out.sequences == MASK_ID).any() and 1 <= out.nfe <= 20
+
+
+def test_triton_backend_takes_fp64_and_strided_logits_like_torch():
+    from conftest import requires_kernels
+
+    if requires_kernels.args[0]:
+        pytest.skip("needs Triton with CUDA, or the interpreter")
+    base = torch.randn(2, 3, 2 * V, dtype=torch.float64)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    for logits in (base[..., :V], base[..., ::2], base[..., ::2].float()):
+        got = ops.sample_masked(logits, mask, temperature=1.0, top_k=5, seed=3, backend="triton")
+        expected = ops.sample_masked(logits, mask, temperature=1.0, top_k=5, seed=3, backend="torch")
+        assert torch.equal(got[0], expected[0])
+        torch.testing.assert_close(got[1], expected[1], rtol=1e-4, atol=1e-6)
+
+
+def _broken_demo_model(tmp_path, damage):
+    import json
+    import shutil
+
+    from fastdiff.pretrained import DEMO_MODEL_DIR
+
+    directory = tmp_path / "model"
+    shutil.copytree(DEMO_MODEL_DIR, directory)
+    config = json.loads((directory / "config.json").read_text())
+    weights = directory / "model.safetensors"
+    if damage == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "garbage weights":
+        weights.write_bytes(b"not a safetensors file" * 50)
+    elif damage == "pickle weights":
+        weights.rename(directory / "pytorch_model.bin")
+    elif damage == "more layers than the weights":
+        config.update(num_hidden_layers=8, layer_types=(config["layer_types"] * 2)[:8])
+    elif damage == "bad config field":
+        config["hidden_size"] = "wide"
+    elif damage == "smaller vocabulary":
+        config["vocab_size"] = 100
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+@pytest.mark.parametrize("damage,match", [
+    ("truncated weights", "cannot load the model"),
+    ("garbage weights", "cannot load the model"),
+    ("pickle weights", "pickle"),
+    ("more layers than the weights", "do not match its config.json .*missing keys: model.layers.4"),
+    ("bad config field", "hidden_size"),
+    ("smaller vocabulary", "cannot load the model"),
+])
+def test_broken_model_directories_are_one_clear_error(tmp_path, damage, match):
+    from fastdiff.pretrained import load_pretrained
+
+    directory = _broken_demo_model(tmp_path, damage)
+    with pytest.raises(ValueError, match=match) as raised:
+        load_pretrained(directory, device="cpu")
+    if damage != "pickle weights":
+        assert str(directory) in str(raised.value)
+
+
+def test_a_device_this_machine_lacks_is_named():
+    from fastdiff.pretrained import load_pretrained
+
+    with pytest.raises(ValueError, match="device"):
+        load_pretrained(device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            Sampler.from_pretrained(device="cuda")
