@@ -115,7 +115,7 @@ def _digit(key, drawable, prefix, LEVEL: tl.constexpr, KEY_BITS: tl.constexpr):
     # the LEVEL-th 8-bit digit from the top of the drawable keys whose higher digits are `prefix`; else -1
     digit = ((key >> (KEY_BITS - 8 * (LEVEL + 1))) & 255).to(tl.int32)
     if LEVEL > 0:
-        drawable = drawable & ((key >> (KEY_BITS - 8 * LEVEL)) == prefix)
+        drawable = drawable & ((key >> (KEY_BITS - 8 * LEVEL)) == prefix.to(key.dtype))
     return tl.where(drawable, digit, -1)
 
 
