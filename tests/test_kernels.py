@@ -227,6 +227,29 @@ def test_sampled_frequencies_follow_softmax(fresh_seed):
     assert chi2 < 6 + 10 * math.sqrt(12) + 20  # 192 draws over 7 ids: p far below 1e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("filters,kept", [(dict(top_k=3), [0, 3, 7]), (dict(top_p=0.5), [0, 7]),
+                                          (dict(top_k=4, top_p=0.8), [0, 3, 7])])
+def test_filtered_frequencies_follow_the_renormalised_kept_set(dtype, filters, kept, fresh_seed):
+    # filtered tokens are never drawn; the kept ones in proportion to their renormalised probabilities
+    row = torch.tensor([1.5, 0.2, -0.5, 0.9, 0.0, -1.2, 0.4, 1.125])
+    logits = row.to(dtype).expand(1, 64, -1).contiguous().to(DEVICE)
+    mask = torch.ones(1, 64, dtype=torch.bool, device=DEVICE)
+    counts = np.zeros(8)
+    state = torch.tensor([fresh_seed, 0], device=DEVICE)
+    for _ in range(3):
+        tokens, _ = ops.sample_masked(logits, mask, temperature=1.0, seed=state, backend="triton", **filters)
+        counts += np.bincount(tokens[0].cpu().numpy(), minlength=8)
+        state[1] += 1
+    assert set(np.flatnonzero(counts)) <= set(kept)
+    z = row.to(dtype).double().numpy()
+    probs = np.exp(z[kept] - z[kept].max())
+    probs /= probs.sum()
+    expected = counts.sum() * probs
+    chi2 = ((counts[kept] - expected) ** 2 / expected).sum()
+    assert chi2 < 40  # 192 draws over at most 3 ids: p far below 1e-6
+
+
 def test_same_seed_same_draw_and_counter_advances(fresh_seed):
     logits = _logits(2, 8, 64, torch.float32, fresh_seed)
     mask = torch.ones(2, 8, dtype=torch.bool, device=DEVICE)
