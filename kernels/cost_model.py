@@ -148,7 +148,7 @@ def sass_per_element(options: dict, vocab: int = 50265, dtype: str = "bfloat16",
              if loop["loads_vectors"] or loop["multiplies"]]
     innermost = [loop for loop in loops
                  if not any(o is not loop and loop["begin"] <= o["begin"] and o["end"] <= loop["end"] for o in loops)]
-    shape = launch_shape(vocab, weighs="top_p" in options)
+    shape = launch_shape(vocab, filtering="top_p" in options or "top_k" in options)
     threads = 32 * shape["num_warps"]
     total = sum(loop["instructions"] / (shape["MASS_BLOCK" if loop["multiplies"] else "BLOCK_V"] / threads)
                 for loop in innermost)

@@ -420,16 +420,18 @@ def _sample_masked_kernel(
         tl.store(scores_ptr + pid, tl.full((), float("-inf"), tl.float32))
 
 
-def launch_shape(vocab: int, weighs: bool, block_v: Optional[int] = None) -> dict:
+def launch_shape(vocab: int, filtering: bool, block_v: Optional[int] = None) -> dict:
     """The kernel's chunk sizes and warps for a vocabulary: ``BLOCK_V`` logits per iteration of a
     counting or drawing pass (4096 covers a row of 50k in 13 steps; ``block_v`` overrides it),
-    ``MASS_BLOCK`` per weighted-histogram product, and ``num_warps``. ``weighs``: top-p is on, so the
-    kernel makes weighted passes, whose products map one logit to a thread at 4 warps."""
+    ``MASS_BLOCK`` per weighted-histogram product, and ``num_warps``. With ``filtering`` (top-k or
+    top-p) the kernel runs at 4 warps: a weighted-histogram product maps one logit to a thread, and
+    the digit histograms cost fewer SASS instructions per logit than at 8 (sm_90, V = 50,265: top-k
+    246 against 346 under Triton 3.9, 347 against 432 under 3.6), at up to 255 registers, unspilled."""
     block = block_v or min(triton.next_power_of_2(vocab), 4096)
     if block & (block - 1):
         raise ValueError(f"block_v must be a power of two, got {block}")
     return dict(BLOCK_V=block, MASS_BLOCK=max(16, min(_MASS_BLOCK, block)),
-                num_warps=4 if weighs or block <= 1024 else 8)
+                num_warps=4 if filtering or block <= 1024 else 8)
 
 
 def sample_masked_triton(logits, mask, rng_state, *, logits_shift=False, block_v=None, out=None, **options):
@@ -472,7 +474,7 @@ def _launch(logits, stride_rows, stride_cols, shape, rng_state, options, block_v
     if tokens.dtype != torch.int64 or scores.dtype != torch.float32:
         raise TypeError("out must be (int64 tokens, float32 scores)")
     top_k, top_p = options.get("top_k"), options.get("top_p")
-    blocks = launch_shape(V, top_p is not None, block_v)
+    blocks = launch_shape(V, top_p is not None or top_k is not None, block_v)
     programs = tokens.numel()
     if programs == 0:
         return tokens, scores
