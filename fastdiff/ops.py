@@ -77,8 +77,10 @@ def _check_scalar(value, name: str, *, low: float, high: float, low_open: bool, 
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if integer and not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
     bad_low = value <= low if low_open else value < low
-    if bad_low or value > high or not math.isfinite(value):
+    if bad_low or value > high:
         interval = f"{'(' if low_open else '['}{low}, {high}]"
         raise ValueError(f"{name} must be in {interval}, got {value}")
 

@@ -131,9 +131,6 @@ def sample_masked_reference(
             all kept). ``None`` keeps all.
         top_p: after top-k, keep each token whose tokens of strictly larger logit hold less than
             ``top_p`` of the kept probability (the nucleus; tied tokens are kept or dropped together).
-
-    Both filters rank tokens by their logits as given, not by ``logits / T``: dividing by ``T``
-    keeps the order, but in fp32 its rounding can tie two different logits.
         score: ``"confidence"`` (p of the token), ``"margin"`` (p1 - p2) or ``"entropy"``
             (negative entropy, ``sum p log p``).
         suppress_ids: token ids that are never drawn.
@@ -141,8 +138,10 @@ def sample_masked_reference(
             ``None``: the sampling one (``T``, or ``1`` for argmax).
         logits_shift: position ``l`` reads the logits of ``l - 1`` (position 0 its own).
 
-    The scores are measured on ``q = softmax(logits / T')`` restricted to the kept tokens and
-    renormalised. The noise of position ``(b, l)`` is row ``b * L + l`` of the random stream.
+    Both filters rank tokens by their logits as given, not by ``logits / T``: dividing by ``T``
+    keeps the order, but in fp32 its rounding can tie two different logits. The scores are measured
+    on ``q = softmax(logits / T')`` restricted to the kept tokens and renormalised. The noise of
+    position ``(b, l)`` is row ``b * L + l`` of the random stream.
 
     Returns:
         ``(tokens, scores)``: int64 and fp32 ``[B, L]``. Unmasked positions get token ``-1`` and score
