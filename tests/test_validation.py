@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from conftest import MASK_ID, OracleModel
+from conftest import MASK_ID, OracleModel, requires_kernels
 from fastdiff import Sampler, SamplerConfig, ops
 
 V = 16
+BACKENDS = ["torch", pytest.param("triton", marks=requires_kernels)]
 
 
 def _oracle(L=64):
@@ -212,7 +213,7 @@ def _commit_args(B=1, L=4):
             torch.zeros(B, L), torch.ones(B, L, dtype=torch.bool), torch.ones(B, L, dtype=torch.bool))
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("call,match", [
     # tensor parameters are read and checked like numbers (outside a CUDA graph capture), on both backends
     (lambda b: ops.sample_masked(torch.randn(1, 4, 8), torch.ones(1, 4, dtype=torch.bool), top_k=torch.tensor(0),
@@ -229,21 +230,13 @@ def _commit_args(B=1, L=4):
     (lambda b: ops.commit_remask(*_commit_args(), -2, 0, backend=b), "n_remask"),
 ])
 def test_both_backends_refuse_the_same_inputs(backend, call, match):
-    from conftest import requires_kernels
-
-    if backend == "triton" and requires_kernels.args[0]:
-        pytest.skip("needs Triton with CUDA, or the interpreter")
     with pytest.raises((ValueError, TypeError), match=match):
         call(backend)
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_row_with_no_token_never_writes_an_invalid_id(backend):
     # the README's bare-ops loop, one row NaN: sample_masked marks it -1, commit_remask leaves it masked
-    from conftest import requires_kernels
-
-    if backend == "triton" and requires_kernels.args[0]:
-        pytest.skip("needs Triton with CUDA, or the interpreter")
     canvas = torch.tensor([[5, MASK_ID, MASK_ID, MASK_ID]])
     confidence = torch.full((1, 4), float("nan"))
     logits = torch.randn(1, 4, V)
@@ -288,11 +281,8 @@ def test_ancestral_planning_does_not_depend_on_the_step_budget():
     assert not (out.sequences == MASK_ID).any() and 1 <= out.nfe <= 20
 
 
+@requires_kernels
 def test_triton_backend_takes_fp64_and_strided_logits_like_torch():
-    from conftest import requires_kernels
-
-    if requires_kernels.args[0]:
-        pytest.skip("needs Triton with CUDA, or the interpreter")
     base = torch.randn(2, 3, 2 * V, dtype=torch.float64)
     mask = torch.ones(2, 3, dtype=torch.bool)
     for logits in (base[..., :V], base[..., ::2], base[..., ::2].float()):
