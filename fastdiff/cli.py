@@ -36,7 +36,7 @@ import time
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -110,6 +110,12 @@ def _int_list(text: str) -> Tuple[int, ...]:
     return values
 
 
+def _int_or_list(text: str) -> Union[int, Tuple[int, ...]]:
+    """``"5"`` -> 5 and ``"1,2"`` -> (1, 2), for the fields that take an int or a sequence (seed: one per row)."""
+    values = _int_list(text)
+    return values[0] if len(values) == 1 else values
+
+
 def _flag_kwargs(name: str, hint) -> dict:
     """``add_argument`` keywords for a SamplerConfig field of type ``hint``."""
     if hint is bool:
@@ -117,7 +123,7 @@ def _flag_kwargs(name: str, hint) -> dict:
     members = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
     members = [m for m in members if m is not type(None)]
     if any(typing.get_origin(m) is collections.abc.Sequence for m in members):
-        return dict(type=_int_list, metavar="ID[,ID...]")
+        return dict(type=_int_or_list if int in members else _int_list, metavar="N[,N...]")
     for kind, metavar in ((float, "X"), (int, "N"), (str, "NAME")):
         if kind in members:
             return dict(type=kind, metavar=metavar)

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Tuple, Union
 
+import torch
+
 from fastdiff.schedule import SCHEDULES, ScheduleFn
 
 UNMASK_RULES = ("confidence", "margin", "entropy", "random", "ancestral")
@@ -64,7 +66,10 @@ class SamplerConfig:
         suppress_token_ids: ids that are never sampled. The mask token is always suppressed.
         defer_token_ids: positions whose drawn token is one of these get the lowest score, so they are
             committed after every other position of the block (LLaDA's low-confidence EOS / EoT).
-        seed: the same seed gives the same output; ``None`` draws one from torch's default generator.
+        seed: an int, or one seed per row (a sequence of ints or an int64 tensor ``[B]``); the same
+            seeds give the same output. An int ``s`` gives row ``b`` the seed ``s + b``. A row's draws
+            depend only on its own seed and prompt, not on the other rows or on its left padding.
+            ``None`` draws an int from torch's default generator.
         return_history: keep a copy of the canvas after every step in ``GenerationOutput.history``.
         on_step: ``on_step(step, canvas, logits)`` called after each step; if it returns a tensor,
             that tensor becomes the canvas.
@@ -90,7 +95,7 @@ class SamplerConfig:
     stop_at_eos: bool = True
     suppress_token_ids: Sequence[int] = field(default_factory=tuple)
     defer_token_ids: Sequence[int] = field(default_factory=tuple)
-    seed: Optional[int] = None
+    seed: Union[int, Sequence[int], torch.Tensor, None] = None
     return_history: bool = False
     on_step: Optional[Callable] = None
     logits_hook: Optional[Callable] = None
@@ -181,7 +186,7 @@ class SamplerConfig:
             if isinstance(ids, (str, bytes)) or not all(_is_int(i) and i >= 0 for i in ids):
                 raise TypeError(f"{name} must be non-negative ints, got {ids!r}")
         if self.seed is not None:
-            check_seed(self.seed)
+            check_seeds(self.seed)
         if not isinstance(self.return_history, bool):
             raise TypeError(f"return_history must be a bool, got {type(self.return_history).__name__}")
         for name in ("on_step", "logits_hook"):
@@ -198,6 +203,22 @@ def check_seed(seed, name: str = "seed") -> None:
     _check_int(seed, name)
     if not INT64_RANGE[0] <= seed <= INT64_RANGE[1]:
         raise ValueError(f"{name} must fit in int64 [-2**63, 2**63 - 1], got {seed}")
+
+
+def check_seeds(seeds, name: str = "seed") -> None:
+    """An int seed, or one per row: a non-empty sequence of int seeds or an int64 tensor ``[B]``."""
+    if isinstance(seeds, torch.Tensor):
+        if seeds.dtype != torch.int64 or seeds.dim() != 1 or seeds.numel() == 0 or seeds.is_meta:
+            raise TypeError(f"{name} as a tensor must be a non-empty int64 [B] tensor of per-row seeds, got "
+                            f"{seeds.dtype} {tuple(seeds.shape)}{' on meta' if seeds.is_meta else ''}")
+        return
+    if isinstance(seeds, (list, tuple)):
+        if not seeds:
+            raise ValueError(f"{name} must hold at least one seed")
+        for value in seeds:
+            check_seed(value, name)
+        return
+    check_seed(seeds, name)
 
 
 def _is_int(value) -> bool:

@@ -6,10 +6,18 @@ gives the same draw on either one (up to floating-point rounding of near ties).
 
 Seeds
 -----
-``seed`` is ``None`` (a fresh seed from torch's default generator), an ``int``, or an int64 tensor
-``[2]`` holding ``(seed, counter)`` on the data's device. The tensor form is the graph-safe one: the
-kernels read it inside the launch, so a captured CUDA graph that advances the counter on the device
-(``state[1] += 1``) draws fresh noise on every replay, while an ``int`` would be frozen into the graph.
+``seed`` gives every batch row its own seed, and a row's noise is keyed by that seed and by positions
+counted from the row's origin (0 unless set with :func:`make_rng_state`), never by its place in the
+batch. It is one of:
+
+* ``None``: a fresh seed from torch's default generator, used as an ``int``;
+* an ``int`` ``s``: row ``b`` gets seed ``s + b`` (wrapping in int64), so rows draw different noise;
+* a sequence of ``B`` ints, or an int64 tensor ``[B]``: one seed per row;
+* an int64 state tensor ``[B, 3]`` of ``(seed, counter, origin)`` rows from :func:`make_rng_state`.
+
+The state tensor is the graph-safe form: it is used as it is (not copied), and the kernels read it
+inside the launch, so a captured CUDA graph that advances the counter on the device
+(``state[:, 1] += 1``) draws fresh noise at every replay, while an ``int`` would be frozen into the graph.
 """
 from __future__ import annotations
 
@@ -22,36 +30,77 @@ from fastdiff.backend import resolve_backend
 from fastdiff.config import check_seed
 from fastdiff.kernels import reference
 
-Seed = Union[None, int, torch.Tensor]
+Seed = Union[None, int, Sequence[int], torch.Tensor]
 Scalar = Union[float, int, torch.Tensor]
 
 SCORE_KINDS = reference.SCORE_KINDS
 
 
-def make_rng_state(seed: Seed, device: torch.device) -> torch.Tensor:
-    """Turn ``seed`` into the int64 ``[2]`` ``(seed, counter)`` state tensor the ops read.
+def make_rng_state(seed: Seed, batch: int, device: torch.device, *, counter: int = 0,
+                   origin: Union[Sequence[int], torch.Tensor, None] = None) -> torch.Tensor:
+    """The int64 ``[batch, 3]`` random state the ops read: one ``(seed, counter, origin)`` row per batch row.
 
-    A tensor of two elements on ``device`` is returned as it is (not copied), so that a caller who
-    advances its counter is heard by later calls.
+    Args:
+        seed: see the module doc. A ``[batch, 3]`` state on ``device`` is returned as it is.
+        batch: rows ``B`` of the data.
+        device: the data's device.
+        counter: the step counter the rows start from (advance it with ``state[:, 1] += 1``).
+        origin: int ``[B]``: each row's first real position (its left padding); noise positions count
+            from it, so a left-padded row draws what it would draw alone. ``None``: 0.
+
+    Returns:
+        int64 ``[batch, 3]`` on ``device``.
+
+    Example:
+        >>> state = make_rng_state([7, 8], 2, "cpu", origin=[0, 3])
+        >>> state.tolist()
+        [[7, 0, 0], [8, 0, 3]]
     """
     device = torch.device(device)
     if seed is None:
-        value = int(torch.randint(0, 2**62, (1,)).item())
-        return torch.tensor([value, 0], dtype=torch.int64, device=device)
-    if isinstance(seed, bool) or not isinstance(seed, (int, torch.Tensor)):
-        raise TypeError(f"seed must be None, an int or an int64 tensor, got {type(seed).__name__}")
-    if isinstance(seed, int):
-        check_seed(seed)
-        return torch.tensor([seed, 0], dtype=torch.int64, device=device)
-    if seed.dtype != torch.int64:
-        raise TypeError(f"seed tensor must be int64, got {seed.dtype}")
-    if seed.numel() not in (1, 2):
-        raise ValueError(f"seed tensor must hold (seed,) or (seed, counter), got shape {tuple(seed.shape)}")
-    if seed.device.type != device.type:
-        raise ValueError(f"seed tensor is on {seed.device}, the data on {device}")
-    if seed.numel() == 1:
-        return torch.cat([seed.reshape(1), torch.zeros(1, dtype=torch.int64, device=seed.device)])
-    return seed.reshape(2)
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    if isinstance(seed, bool) or not isinstance(seed, (int, list, tuple, torch.Tensor)):
+        raise TypeError(f"seed must be None, an int, a sequence of ints or an int64 tensor, got {type(seed).__name__}")
+    if isinstance(seed, torch.Tensor):
+        if seed.dtype != torch.int64:
+            raise TypeError(f"seed tensor must be int64, got {seed.dtype}")
+        if seed.is_meta:
+            raise ValueError("seed is on the meta device: it holds no values")
+        if seed.dim() == 2:
+            if seed.device.type != device.type:
+                raise ValueError(f"the seed state is on {seed.device}, the data on {device}")
+            if tuple(seed.shape) != (batch, 3) or not seed.is_contiguous():
+                raise ValueError(f"a seed state must be a contiguous int64 [{batch}, 3] tensor of (seed, counter, "
+                                 f"origin) rows, got shape {tuple(seed.shape)}")
+            return seed
+        if seed.dim() == 0:
+            seeds = seed + torch.arange(batch, device=seed.device)
+        elif seed.dim() == 1 and seed.numel() == batch:
+            seeds = seed
+        else:
+            raise ValueError(f"seed tensor must hold one seed or {batch} (one per row), got shape {tuple(seed.shape)}")
+        seeds = seeds.to(device)  # seeds elsewhere are copied (a state tensor is not: its counter is shared)
+    else:
+        if isinstance(seed, int):
+            check_seed(seed)
+            seed = [_wrap_int64(seed + b) for b in range(batch)]
+        if len(seed) != batch:
+            raise ValueError(f"seed must hold one seed per row ({batch}), got {len(seed)}")
+        for value in seed:
+            check_seed(value)
+        seeds = torch.tensor(seed, dtype=torch.int64, device=device)
+    if origin is None:
+        origins = torch.zeros(batch, dtype=torch.int64, device=device)
+    else:
+        origins = torch.as_tensor(origin, device=device)
+        if origins.is_floating_point() or origins.dtype == torch.bool or tuple(origins.shape) != (batch,):
+            raise ValueError(f"origin must be {batch} integer positions, got {tuple(origins.shape)} {origins.dtype}")
+        origins = origins.to(torch.int64)
+    return torch.stack([seeds.reshape(batch), torch.full_like(origins, counter), origins], dim=1)
+
+
+def _wrap_int64(value: int) -> int:
+    return (value + 2**63) % 2**64 - 2**63
 
 
 def _capturing() -> bool:
@@ -147,7 +196,7 @@ def sample_masked(
             kept tokens instead (LLaDA scores untempered: ``1.0``). ``None``: the sampling temperature.
         logits_shift: position ``l`` reads the logits of ``l - 1`` (position 0 its own), for
             AR-initialised models such as Dream; no shifted copy of the logits is made.
-        seed: ``None``, ``int`` or int64 tensor ``(seed, counter)`` (see module doc).
+        seed: ``None``, an ``int``, ``B`` seeds or a ``[B, 3]`` state (see the module doc).
         backend: ``"auto"``, ``"torch"`` or ``"triton"``.
 
     Returns:
@@ -186,7 +235,7 @@ def sample_masked(
         raise TypeError(f"logits_shift must be a bool, got {type(logits_shift).__name__}")
     suppress = _suppress_tensor(suppress_ids, V, logits.device)
     return dispatch_sample_masked(resolve_backend(backend, logits.device), logits, mask,
-                                  make_rng_state(seed, logits.device), temperature=temperature, top_k=top_k,
+                                  make_rng_state(seed, B, logits.device), temperature=temperature, top_k=top_k,
                                   top_p=top_p, score=score, suppress_ids=suppress, score_temperature=score_temperature,
                                   logits_shift=logits_shift)
 
@@ -210,15 +259,15 @@ def dispatch_sample_masked(backend: str, logits, mask, rng_state, *, logits_shif
     return reference.sample_masked_reference(logits, mask, rng_state, logits_shift=logits_shift, **options)
 
 
-def dispatch_sample_rows(backend: str, logits_rows, row_ids, rng_state, **options):
-    """Sampling over gathered rows ``[R, V]`` whose canvas positions ``b * L + l`` are ``row_ids``
-    (``-1``: padding): what the masked-row LM head feeds. Same options and random stream as
+def dispatch_sample_rows(backend: str, logits_rows, row_ids, rng_state, canvas_length: int, **options):
+    """Sampling over gathered rows ``[R, V]`` whose canvas positions ``b * canvas_length + l`` are
+    ``row_ids`` (``-1``: padding): what the masked-row LM head feeds. Same options and random stream as
     :func:`dispatch_sample_masked`, so both paths draw the same tokens from the same logits."""
     if backend == "triton":
         from fastdiff.kernels.sample_masked import sample_rows_triton
 
-        return sample_rows_triton(_kernel_readable(logits_rows), row_ids, rng_state, **options)
-    return reference.sample_rows_reference(logits_rows, row_ids, rng_state, **options)
+        return sample_rows_triton(_kernel_readable(logits_rows), row_ids, rng_state, canvas_length, **options)
+    return reference.sample_rows_reference(logits_rows, row_ids, rng_state, canvas_length, **options)
 
 
 def _check_counts(k: torch.Tensor, name: str, rows: int, device: torch.device) -> torch.Tensor:
@@ -261,7 +310,7 @@ def select_topk(
             replacement from ``softmax(score / tau)``); ``0`` is plain top-k.
         threshold: pick every eligible position with ``score >= threshold``, at least 1 and at
             most ``k``.
-        seed: ``None``, ``int`` or int64 tensor ``(seed, counter)``.
+        seed: ``None``, an ``int``, ``B`` seeds or a ``[B, 3]`` state (see the module doc).
         backend: ``"auto"``, ``"torch"`` or ``"triton"``.
 
     Ties go to the lowest index. The Triton kernel keeps a row in registers: ``L <= 8192``.
@@ -288,7 +337,7 @@ def select_topk(
     if threshold is not None:
         _check_scalar(threshold, "threshold", low=float("-inf"), high=float("inf"), low_open=False)
     return dispatch_select_topk(resolve_backend(backend, scores.device), scores, eligible, k,
-                                make_rng_state(seed, scores.device), position_temperature=position_temperature,
+                                make_rng_state(seed, B, scores.device), position_temperature=position_temperature,
                                 threshold=threshold)
 
 
@@ -337,7 +386,7 @@ def commit_remask(
         n_remask: int or integer tensor ``[B]`` on the device.
         mask_id: the mask token id.
         remask_temperature: ``tau >= 0``.
-        seed: ``None``, ``int`` or int64 tensor ``(seed, counter)``.
+        seed: ``None``, an ``int``, ``B`` seeds or a ``[B, 3]`` state (see the module doc).
         backend: ``"auto"``, ``"torch"`` or ``"triton"``.
 
     Examples:
@@ -369,7 +418,7 @@ def commit_remask(
         raise ValueError(f"mask_id must be a token id (>= 0), got {mask_id}")
     _check_scalar(remask_temperature, "remask_temperature", low=0.0, high=float("inf"), low_open=False)
     dispatch_commit_remask(resolve_backend(backend, canvas.device), canvas, confidence, tokens, scores, selected,
-                           editable, n_remask, mask_id, make_rng_state(seed, canvas.device),
+                           editable, n_remask, mask_id, make_rng_state(seed, canvas.shape[0], canvas.device),
                            remask_temperature=remask_temperature)
 
 
@@ -399,7 +448,7 @@ def reveal(
     Args:
         eligible: bool ``[B, L]``.
         prob: float ``[B]``: the reveal probability ``(t - s) / t`` of each row.
-        seed: ``None``, ``int`` or int64 tensor ``(seed, counter)``.
+        seed: ``None``, an ``int``, ``B`` seeds or a ``[B, 3]`` state (see the module doc).
 
     Returns:
         bool ``[B, L]``.
@@ -409,4 +458,4 @@ def reveal(
     B = eligible.shape[0]
     if not isinstance(prob, torch.Tensor) or not prob.is_floating_point() or prob.numel() != B:
         raise TypeError(f"prob must be a float tensor [{B}]")
-    return reference.reveal_reference(eligible, prob, make_rng_state(seed, eligible.device))
+    return reference.reveal_reference(eligible, prob, make_rng_state(seed, eligible.shape[0], eligible.device))

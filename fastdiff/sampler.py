@@ -56,6 +56,9 @@ class _Plan:
     step_block: torch.Tensor  # int64 [capacity]
     step_last: torch.Tensor  # bool [capacity]: last step of its block
     target_after: torch.Tensor  # int64 [B, capacity]: masked positions the block should have left after the step
+    step_counter: torch.Tensor  # int64 [capacity]: the random-stream counter of each step, its index in the
+    # full plan (steps dropped from the ancestral plan keep their numbers, so a row's noise does not
+    # depend on which steps the other rows of the batch need)
     row_bound: List[int]  # host, [G]: most positions a step can commit (all rows), for the masked-row head
 
 
@@ -71,7 +74,7 @@ class _State:
     step: torch.Tensor  # int64 []: the plan step to run next
     nfe: torch.Tensor  # int64 []: steps run that had work
     work_left: torch.Tensor  # bool []: some editable position is still masked in an unfinished row
-    rng: torch.Tensor  # int64 [2]: (seed, counter)
+    rng: torch.Tensor  # int64 [B, 3]: each row's (seed, counter, origin), see fastdiff.ops
     bad_step: torch.Tensor  # int64 []: first step with NaN / inf logits, -1 if none
     params: Dict[str, torch.Tensor]  # the config's numbers as device scalars (graphs reuse across values)
     suppress_ids: torch.Tensor  # int64 [S]
@@ -196,9 +199,10 @@ class Sampler:
             prompt_ids: int ``[B, P]`` (or ``[P]``), left-padded when prompts differ in length.
             gen_length: tokens to generate per row.
             attention_mask: ``[B, P]`` of 0/1: 0 marks left padding. Pad and prompt positions are never
-                modified; with greedy decoding a padded row gives the same result as that row alone
-                (for models that take ``position_ids``, or RoBERTa-style models). Sampled noise is keyed
-                by the position in the batch, so sampled rows depend on their row index and padding.
+                modified. A padded row gives the same result as that row alone with its own seed (for
+                models that take ``position_ids``, or RoBERTa-style models): its noise is keyed by its
+                seed and by positions counted from its first real token. With an int ``seed=s``, row
+                ``b`` has seed ``s + b``; pass one seed per row to make rows independent of their place.
             progress: ``progress(step, planned_steps)`` called on the host after each step is issued (a
                 progress bar); unlike ``on_step`` it sees no tensor, so CUDA graphs and the masked-row
                 head stay on.
@@ -281,7 +285,7 @@ class Sampler:
             raise ValueError(f"{what} = {length} exceeds fastdiff's canvas limit of {MAX_CANVAS} positions")
 
     def _plan(self, config: SamplerConfig, region: Tuple[int, int], row_counts, B: int, L: int,
-              device: torch.device, seed: int) -> _Plan:
+              device: torch.device, rng: torch.Tensor) -> _Plan:
         lo, hi = region
         width = config.block_length or (hi - lo)
         blocks = [(start, min(start + width, hi)) for start in range(lo, hi, width)]
@@ -294,9 +298,10 @@ class Sampler:
         budget = config.steps if config.steps is not None else sum(block_tokens)
         alloc = allocate_steps(budget, block_tokens, clamp=not ancestral)
         schedule = resolve_schedule(config.schedule)
-        generator = torch.Generator().manual_seed(seed)
+        # the ancestral reveal counts of row r are drawn from its own seed
+        generators = [torch.Generator().manual_seed(seed) for seed in rng[:, 0].tolist()] if ancestral else None
 
-        def commit_counts(n: int, s: int) -> Dict[int, int]:
+        def commit_counts(n: int, s: int, row: int) -> Dict[int, int]:
             """Tokens a row with n masked positions commits at each of the block's s steps, by step
             (steps that commit nothing may be left out)."""
             if n == 0:
@@ -307,7 +312,7 @@ class Sampler:
             # revealed at step i with probability t_i - t_{i+1}, independently; which ones is uniform.
             # Drawn as n reveal times (v uniform in (0, 1]: the step with t_{i+1} < v <= t_i), so the
             # cost follows n, not the number of steps
-            v = 1.0 - torch.rand(n, generator=generator, dtype=torch.float64)
+            v = 1.0 - torch.rand(n, generator=generators[row], dtype=torch.float64)
             return dict(Counter(reveal_steps(config.schedule, v, n, s).tolist()))
 
         # masked positions a row can still have in the block before each step: the plan's target,
@@ -321,16 +326,17 @@ class Sampler:
             return [n] + targets[:-1]
 
         block_masks = torch.zeros(len(blocks), L, dtype=torch.bool)
-        first_step, step_block, step_last, row_bound = [], [], [], []
+        first_step, step_block, step_last, step_counter, row_bound = [], [], [], [], []
         targets = [[] for _ in range(B)]
         cache = {}
         for j, (b, (s, e)) in enumerate((b, blocks[b]) for b in range(len(blocks)) if alloc[b] > 0):
             block_masks[j, s:e] = True
-            counts = [commit_counts(per_row[r][b], alloc[b]) if ancestral
-                      else cache.setdefault((per_row[r][b], alloc[b]), commit_counts(per_row[r][b], alloc[b]))
+            counts = [commit_counts(per_row[r][b], alloc[b], r) if ancestral
+                      else cache.setdefault((per_row[r][b], alloc[b]), commit_counts(per_row[r][b], alloc[b], r))
                       for r in range(B)]
             # an ancestral step that reveals nothing in any row needs no forward pass
             kept = sorted(set().union(*counts)) if ancestral else list(range(alloc[b]))
+            step_counter += [sum(alloc[:b]) + i for i in kept]
             first_step.append(len(step_block))
             step_block += [j] * len(kept)
             step_last += [False] * (len(kept) - 1) + [True]
@@ -355,10 +361,12 @@ class Sampler:
             step_block=torch.tensor(step_block + [blocks_used - 1] * padding, dtype=torch.int64, device=device),
             step_last=torch.tensor(step_last + [True] * padding, dtype=torch.bool, device=device),
             target_after=torch.tensor([t + [0] * padding for t in targets], dtype=torch.int64, device=device),
+            step_counter=torch.tensor(step_counter + [sum(alloc) + i for i in range(padding)], dtype=torch.int64,
+                                      device=device),
             row_bound=row_bound,
         )
 
-    def _state(self, config: SamplerConfig, canvas, editable, real, padded: bool, seed: int) -> _State:
+    def _state(self, config: SamplerConfig, canvas, editable, real, padded: bool, rng: torch.Tensor) -> _State:
         device = canvas.device
         B, L = canvas.shape
         attention = real.to(torch.int64) if padded else None
@@ -389,7 +397,7 @@ class Sampler:
             step=torch.zeros((), dtype=torch.int64, device=device),
             nfe=torch.zeros((), dtype=torch.int64, device=device),
             work_left=(editable & (canvas == self.mask_token_id)).any(),
-            rng=ops.make_rng_state(seed, device),
+            rng=rng,
             bad_step=torch.full((), -1, dtype=torch.int64, device=device),
             params=params,
             suppress_ids=torch.tensor(suppress, dtype=torch.int64, device=device),
@@ -414,9 +422,11 @@ class Sampler:
         B, L = canvas.shape
         device = canvas.device
         backend = resolve_backend(self.backend, device)
-        seed = config.seed if config.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
-        plan = self._plan(config, region, row_counts, B, L, device, seed)
-        state = self._state(config, canvas, editable, real, padded, seed)
+        # each row's noise counts positions from its first real token, so left padding does not move it
+        origin = torch.argmax(real.to(torch.int8), dim=1)
+        rng = ops.make_rng_state(config.seed, B, device, origin=origin)
+        plan = self._plan(config, region, row_counts, B, L, device, rng)
+        state = self._state(config, canvas, editable, real, padded, rng)
         if self._graphs_wanted(config, device, backend):
             result = self._run_graphed(state, plan, config, backend, progress)
             if result is not None:
@@ -634,7 +644,7 @@ class Sampler:
             rows = hidden[source]
         logits = self._guide(self.runner.head(rows), st, config)
         self._check_vocab(logits.shape[-1], config)
-        row_tokens, row_scores = ops.dispatch_sample_rows(backend, logits, row_ids, st.rng,
+        row_tokens, row_scores = ops.dispatch_sample_rows(backend, logits, row_ids, st.rng, L,
                                                           **self._sample_options(st, config))
         target = torch.where(row_ids >= 0, row_ids, B * L)
         tokens = torch.full((B * L + 1,), -1, dtype=torch.int64, device=flat.device).scatter(0, target, row_tokens)
@@ -646,6 +656,7 @@ class Sampler:
         """One denoising step: forward, sample, select, commit (+ remask), EOS bookkeeping."""
         g = st.step.clamp(max=len(plan.step_block) - 1)  # past the end (no work left) nothing is committed
         in_block = plan.block_masks[plan.step_block[g]]
+        st.rng[:, 1].copy_(plan.step_counter[g])
         editable_now = st.editable & in_block & ~st.done[:, None]
         eligible = editable_now & (st.canvas == self.mask_token_id)
 
@@ -687,7 +698,6 @@ class Sampler:
         if st.eos_ids is not None:
             self._finish_rows_at_eos(st)
         st.step.add_(1)
-        st.rng[1:].add_(1)
         return logits
 
     def _finish_rows_at_eos(self, st: _State) -> None:

@@ -8,7 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastdiff.kernels.counter_rng import gumbel, row_keys, stream_salt
+from fastdiff.kernels.counter_rng import gumbel, position_keys, row_origin, stream_salt
 from fastdiff.kernels.reference import STREAM_REMASK
 from fastdiff.kernels.select_topk import MAX_LENGTH, _as_device_scalar, select_top_keys
 
@@ -39,8 +39,8 @@ def _commit_remask_kernel(
     keys = tl.where(keys != keys, float("-inf"), keys)
     tau = tl.load(tau_ptr)
     if tau > 0:
-        key_a, key_b = row_keys(rng_ptr, row, STREAM_SALT)
-        keys = keys / tau + gumbel(key_a, key_b, offs)
+        key_a, key_b = position_keys(rng_ptr, row, STREAM_SALT)
+        keys = keys / tau + gumbel(key_a, key_b, offs - row_origin(rng_ptr, row))
     n = tl.load(n_remask_ptr + row).to(tl.int32)
     n = tl.minimum(tl.maximum(n, 0), tl.sum(candidates.to(tl.int32), axis=0))
     chosen = select_top_keys(keys, candidates, n)

@@ -104,13 +104,13 @@ def _sample_config(dtype: str, vocab: int, filters: str, score: str, score_tempe
         options["top_p"] = torch.tensor(0.95)
     if score_temperature:
         options["score_temperature"] = torch.tensor(1.0)
-    rng = torch.zeros(2, dtype=torch.int64)
+    rng = torch.zeros(1, 3, dtype=torch.int64)
     torch_dtype = getattr(torch, dtype)
 
     def launch():
         if layout == "gathered rows":
             rows = torch.empty(canvas, vocab, dtype=torch_dtype)
-            return sample_rows_triton(rows, torch.arange(canvas), rng, **options)
+            return sample_rows_triton(rows, torch.arange(canvas), rng, canvas, **options)
         logits = torch.empty(1, canvas, vocab, dtype=torch_dtype)
         mask = torch.ones(1, canvas, dtype=torch.bool)
         return sample_masked_triton(logits, mask, rng, logits_shift=layout == "canvas+shift", **options)
@@ -126,7 +126,8 @@ def _select_config(length: int, threshold: bool) -> Config:
     def launch():
         scores = torch.empty(2, length)
         eligible = torch.ones(2, length, dtype=torch.bool)
-        return select_topk_triton(scores, eligible, torch.ones(2, dtype=torch.int64), torch.zeros(2, dtype=torch.int64),
+        rng = torch.zeros(2, 3, dtype=torch.int64)
+        return select_topk_triton(scores, eligible, torch.ones(2, dtype=torch.int64), rng,
                                   position_temperature=torch.tensor(0.5),
                                   threshold=torch.tensor(0.9) if threshold else None)
 
@@ -141,7 +142,7 @@ def _commit_config(length: int) -> Config:
         confidence = torch.zeros(2, length)
         flags = torch.ones(2, length, dtype=torch.bool)
         return commit_remask_triton(canvas, confidence, canvas.clone(), confidence.clone(), flags, flags,
-                                    torch.ones(2, dtype=torch.int64), 0, torch.zeros(2, dtype=torch.int64),
+                                    torch.ones(2, dtype=torch.int64), 0, torch.zeros(2, 3, dtype=torch.int64),
                                     remask_temperature=torch.tensor(0.5))
 
     return Config("commit_remask", f"L={length}", launch, length <= 4096)

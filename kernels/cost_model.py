@@ -84,8 +84,8 @@ def count_passes(options: dict, logits: torch.Tensor, block_v: Optional[int] = N
 
     B, L, V = logits.shape
     with recording_loads(logits) as loaded:
-        sample_masked_triton(logits, torch.ones(B, L, dtype=torch.bool), torch.tensor([0, 0]), block_v=block_v,
-                             **options)
+        sample_masked_triton(logits, torch.ones(B, L, dtype=torch.bool), torch.zeros(B, 3, dtype=torch.int64),
+                             block_v=block_v, **options)
     return len(loaded) / (B * L * V)
 
 

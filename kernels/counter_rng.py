@@ -1,9 +1,10 @@
 """Counter-based random numbers for the kernels: the Triton twin of ``reference.uniform_noise``.
 
-A draw is addressed by ``(seed, counter, stream, row, col)``. The seed and counter are read from a
-device tensor inside the kernel, so a captured CUDA graph that advances the counter on the device
-draws fresh noise at every replay. The seed, counter, stream and row are folded into two 32-bit row
-keys; every offset stays 32-bit whatever ``B * L * V`` is.
+The state is an int64 ``[B, 3]`` device tensor, one ``(seed, counter, origin)`` row per batch row. A
+draw is addressed by ``(seed_b, counter_b, stream, index, col)``. The kernels read the state inside the
+launch, so a captured CUDA graph that advances the counter on the device draws fresh noise at every
+replay. Seed, counter, stream and index are folded into two 32-bit keys; every offset stays 32-bit
+whatever ``B * L * V`` is.
 """
 import triton
 import triton.language as tl
@@ -32,16 +33,28 @@ def _hash32(x):
 
 
 @triton.jit
-def row_keys(rng_ptr, row, STREAM_SALT: tl.constexpr):
-    """The two uint32 keys of ``row`` for the (seed, counter) held at ``rng_ptr``."""
-    seed = tl.load(rng_ptr)
-    counter = tl.load(rng_ptr + 1)
+def row_keys(rng_ptr, row, index, STREAM_SALT: tl.constexpr):
+    """The two uint32 keys of ``index`` in batch row ``row`` of the state at ``rng_ptr``."""
+    seed = tl.load(rng_ptr + row * 3)
+    counter = tl.load(rng_ptr + row * 3 + 1)
     k = _hash32(seed.to(tl.uint32) ^ tl.full((), STREAM_SALT, tl.uint32))
     k = _hash32(k ^ (seed >> 32).to(tl.uint32))
     k = _hash32(k + counter.to(tl.uint32))
-    key_a = _hash32(k ^ row.to(tl.uint32))
+    key_a = _hash32(k ^ index.to(tl.uint32))
     key_b = _hash32(key_a + tl.full((), _KEY_B_SALT, tl.uint32))
     return key_a, key_b
+
+
+@triton.jit
+def position_keys(rng_ptr, row, STREAM_SALT: tl.constexpr):
+    """The keys of the per-position ops (index 0): their columns are positions from the row's origin."""
+    return row_keys(rng_ptr, row, tl.zeros((), tl.int32), STREAM_SALT)
+
+
+@triton.jit
+def row_origin(rng_ptr, row):
+    """Batch row ``row``'s origin: noise positions count from it (its first real token)."""
+    return tl.load(rng_ptr + row * 3 + 2).to(tl.int32)
 
 
 @triton.jit

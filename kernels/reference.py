@@ -7,13 +7,17 @@ same noise and can be compared token for token.
 
 Random stream
 -------------
-``rng_state`` is an int64 tensor ``[2]`` holding ``(seed, counter)``. A draw is addressed by
-``(seed, counter, stream, row, col)``:
+``rng_state`` is an int64 tensor ``[B, 3]``: one ``(seed, counter, origin)`` row per batch row (see
+:func:`fastdiff.ops.make_rng_state`). A draw is addressed by ``(seed_b, counter_b, stream, index, col)``:
 
 * ``stream`` separates the ops of one step (:data:`STREAM_SAMPLE`, :data:`STREAM_SELECT`, ...);
-* ``row`` and ``col`` address the element (for ``sample_masked``: row ``b * L + l``, col = vocabulary id).
+* for ``sample_masked``, ``index`` is the position ``l - origin_b`` and ``col`` the vocabulary id; for
+  the per-position ops (selection, remasking, reveal) ``index`` is 0 and ``col`` is ``l - origin_b``.
 
-The seed, counter, stream and row are folded into two 32-bit row keys, and each column is hashed with
+A row's noise is therefore a function of its own seed and of positions counted from its origin (its
+first real token): it does not depend on the other rows of the batch or on its left padding.
+
+The seed, counter, stream and index are folded into two 32-bit keys, and each column is hashed with
 them. This keeps every offset 32-bit however large ``B * L * V`` is, and the counter can be advanced on
 the device between CUDA-graph replays. The hash is lowbias32 (a well-mixed 32-bit integer hash); the
 torch version below does its 32-bit multiplies in int64 halves so that it never overflows.
@@ -67,33 +71,53 @@ def hash32(x: torch.Tensor) -> torch.Tensor:
     return _hash32_bits(_to_int32(x)).to(torch.int64) & _MASK32
 
 
-def row_keys(rng_state: torch.Tensor, stream: int, rows: torch.Tensor):
-    """The two 32-bit keys (as int32 bit patterns) of each row of one (seed, counter, stream)."""
-    seed = rng_state[0].to(torch.int64)
-    counter = rng_state[1].to(torch.int64)
+def row_keys(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, index: torch.Tensor):
+    """The two 32-bit keys (as int32 bit patterns) of ``(rows, index)`` (broadcast) in ``stream``:
+    ``rows`` are batch rows of ``rng_state [B, 3]``."""
+    state = rng_state.to(torch.int64)
+    seed, counter = state[rows, 0], state[rows, 1]
     k = hash32((seed & _MASK32) ^ ((stream * _STREAM_MUL) & _MASK32))
     k = hash32(k ^ ((seed >> 32) & _MASK32))
     k = hash32((k + (counter & _MASK32)) & _MASK32)
-    key_a = hash32(k ^ (rows.to(torch.int64) & _MASK32))
+    key_a = hash32(k ^ (index.to(torch.int64) & _MASK32))
     key_b = hash32((key_a + _KEY_B_SALT) & _MASK32)
     return _to_int32(key_a), _to_int32(key_b)
 
 
-def uniform_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Uniform fp32 numbers in the open interval (0, 1), one per ``(row, col)`` pair (broadcast).
+def row_positions(rng_state: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Canvas positions counted from each row's origin: ``positions - origin[rows]`` (broadcast)."""
+    return positions.to(torch.int64) - rng_state[rows, 2].to(torch.int64)
+
+
+def uniform_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, index: torch.Tensor,
+                  cols: torch.Tensor) -> torch.Tensor:
+    """Uniform fp32 numbers in the open interval (0, 1), one per ``(row, index, col)`` (broadcast).
 
     ``u = ((hash >> 9) + 0.5) / 2**23``: 23 random bits plus the half, which fp32 holds exactly, so
     ``u`` is never 0 or 1 (24 bits would round the top value up to 1.0).
     """
-    key_a, key_b = row_keys(rng_state, stream, rows)
+    key_a, key_b = row_keys(rng_state, stream, rows, index)
     bits = _hash32_bits(cols.to(torch.int32) ^ key_a)
     bits = _hash32_bits(bits.add_(key_b))
     return (((bits >> 9) & 0x7FFFFF).to(torch.float32) + 0.5) * (1.0 / 8388608.0)
 
 
-def gumbel_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+def gumbel_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, index: torch.Tensor,
+                 cols: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel noise ``-log(-log(u))`` from :func:`uniform_noise`."""
-    return -torch.log(-torch.log(uniform_noise(rng_state, stream, rows, cols)))
+    return -torch.log(-torch.log(uniform_noise(rng_state, stream, rows, index, cols)))
+
+
+def position_uniform(rng_state: torch.Tensor, stream: int, B: int, L: int) -> torch.Tensor:
+    """Uniform noise ``[B, L]`` of the per-position ops: index 0, column ``l - origin_b``."""
+    rows = torch.arange(B, device=rng_state.device)[:, None]
+    cols = row_positions(rng_state, rows, torch.arange(L, device=rng_state.device)[None, :])
+    return uniform_noise(rng_state, stream, rows, torch.zeros((), dtype=torch.int64, device=rng_state.device), cols)
+
+
+def position_gumbel(rng_state: torch.Tensor, stream: int, B: int, L: int) -> torch.Tensor:
+    """Gumbel noise ``[B, L]`` from :func:`position_uniform`."""
+    return -torch.log(-torch.log(position_uniform(rng_state, stream, B, L)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -125,7 +149,7 @@ def sample_masked_reference(
     Args:
         logits: ``[B, L, V]`` float tensor. Only rows where ``mask`` is true are read.
         mask: ``[B, L]`` bool.
-        rng_state: int64 ``[2]`` tensor ``(seed, counter)``.
+        rng_state: int64 ``[B, 3]``: each row's ``(seed, counter, origin)``.
         temperature: ``0`` is argmax; ``T > 0`` samples from ``softmax(logits / T)``.
         top_k: keep the tokens whose logit is at least the k-th largest (ties at the boundary are
             all kept). ``None`` keeps all.
@@ -141,7 +165,7 @@ def sample_masked_reference(
     Both filters rank tokens by their logits as given, not by ``logits / T``: dividing by ``T``
     keeps the order, but in fp32 its rounding can tie two different logits. The scores are measured
     on ``q = softmax(logits / T')`` restricted to the kept tokens and renormalised. The noise of
-    position ``(b, l)`` is row ``b * L + l`` of the random stream.
+    position ``(b, l)`` is addressed by ``(b, l - origin_b)`` in the random stream.
 
     Returns:
         ``(tokens, scores)``: int64 and fp32 ``[B, L]``. Unmasked positions get token ``-1`` and score
@@ -155,19 +179,21 @@ def sample_masked_reference(
     if where.numel():
         b_idx, l_idx = where[:, 0], where[:, 1]
         source = (l_idx - 1).clamp(min=0) if logits_shift else l_idx
-        tok, s = _sample_in_chunks(lambda rows: logits[b_idx[rows], source[rows]], b_idx * L + l_idx, V, rng_state,
+        address = torch.stack([b_idx, row_positions(rng_state, b_idx, l_idx)], dim=1)
+        tok, s = _sample_in_chunks(lambda rows: logits[b_idx[rows], source[rows]], address, V, rng_state,
                                    temperature, top_k, top_p, score, suppress_ids, score_temperature)
         tokens[b_idx, l_idx] = tok
         scores[b_idx, l_idx] = s
     return tokens, scores
 
 
-def sample_rows_reference(logits_rows: torch.Tensor, row_ids: torch.Tensor, rng_state: torch.Tensor, **kwargs):
+def sample_rows_reference(logits_rows: torch.Tensor, row_ids: torch.Tensor, rng_state: torch.Tensor,
+                          canvas_length: int, **kwargs):
     """:func:`sample_masked_reference` on gathered rows (the masked-row LM head).
 
     ``logits_rows`` is ``[R, V]``; ``row_ids`` int64 ``[R]`` holds each row's canvas position
-    ``b * L + l`` (its random-stream row), or ``-1`` for bucket padding, which gets ``(-1, -inf)``.
-    Keywords as in :func:`sample_masked_reference` (without ``logits_shift``).
+    ``b * canvas_length + l``, or ``-1`` for bucket padding, which gets ``(-1, -inf)``; the noise is that
+    of position ``(b, l)`` of :func:`sample_masked_reference`. Keywords as there (without ``logits_shift``).
     Returns ``(tokens, scores)`` of shape ``[R]``.
     """
     R = logits_rows.shape[0]
@@ -178,7 +204,9 @@ def sample_rows_reference(logits_rows: torch.Tensor, row_ids: torch.Tensor, rng_
         options = dict(temperature=0.0, top_k=None, top_p=None, score="confidence", suppress_ids=None,
                        score_temperature=None)
         options.update(kwargs)
-        tok, s = _sample_in_chunks(lambda rows: logits_rows[valid[rows]], row_ids[valid], logits_rows.shape[1],
+        b_idx, l_idx = row_ids[valid] // canvas_length, row_ids[valid] % canvas_length
+        address = torch.stack([b_idx, row_positions(rng_state, b_idx, l_idx)], dim=1)
+        tok, s = _sample_in_chunks(lambda rows: logits_rows[valid[rows]], address, logits_rows.shape[1],
                                    rng_state, **options)
         tokens[valid] = tok
         scores[valid] = s
@@ -189,23 +217,24 @@ def sample_rows_reference(logits_rows: torch.Tensor, row_ids: torch.Tensor, rng_
 _CHUNK_ELEMENTS = 1 << 20
 
 
-def _sample_in_chunks(gather, rng_rows, V, rng_state, temperature=0.0, top_k=None, top_p=None, score="confidence",
+def _sample_in_chunks(gather, address, V, rng_state, temperature=0.0, top_k=None, top_p=None, score="confidence",
                       suppress_ids=None, score_temperature=None):
-    """:func:`_sample_rows` over ``len(rng_rows)`` rows, a chunk of rows at a time; ``gather(slice)``
+    """:func:`_sample_rows` over ``len(address)`` rows, a chunk of rows at a time; ``gather(slice)``
     returns those rows of logits."""
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(V, 1))
     tokens, scores = [], []
-    for start in range(0, len(rng_rows), rows_per_chunk):
+    for start in range(0, len(address), rows_per_chunk):
         rows = slice(start, start + rows_per_chunk)
-        tok, s = _sample_rows(gather(rows).to(torch.float32), rng_rows[rows], rng_state, temperature, top_k, top_p,
+        tok, s = _sample_rows(gather(rows).to(torch.float32), address[rows], rng_state, temperature, top_k, top_p,
                               score, suppress_ids, score_temperature)
         tokens.append(tok)
         scores.append(s)
     return torch.cat(tokens), torch.cat(scores)
 
 
-def _sample_rows(z, rng_rows, rng_state, temperature, top_k, top_p, score, suppress_ids, score_temperature):
-    """Tokens and scores of fp32 logit rows ``z [M, V]`` whose noise is stream row ``rng_rows [M]``."""
+def _sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppress_ids, score_temperature):
+    """Tokens and scores of fp32 logit rows ``z [M, V]`` whose noise is addressed by ``address [M, 2]``
+    (batch row, position from its origin)."""
     M, V = z.shape
     device = z.device
     bad = (torch.isnan(z) | torch.isposinf(z)).any(dim=-1)
@@ -249,11 +278,13 @@ def _sample_rows(z, rng_rows, rng_state, temperature, top_k, top_p, score, suppr
         keyed = torch.full_like(z, float("-inf"))
         kept = torch.isfinite(z)
         if kept.float().mean() > 0.5:  # dense: noise for the whole row
-            noise = gumbel_noise(rng_state, STREAM_SAMPLE, rng_rows[:, None], torch.arange(V, device=device)[None, :])
+            noise = gumbel_noise(rng_state, STREAM_SAMPLE, address[:, :1], address[:, 1:],
+                                 torch.arange(V, device=device)[None, :])
             keyed = torch.where(kept, z + noise, keyed)
         else:  # filtered: noise only where a token can be drawn (same stream addresses)
             row, col = kept.nonzero(as_tuple=True)
-            keyed[row, col] = z[row, col] + gumbel_noise(rng_state, STREAM_SAMPLE, rng_rows[row], col)
+            keyed[row, col] = z[row, col] + gumbel_noise(rng_state, STREAM_SAMPLE, address[row, 0], address[row, 1],
+                                                         col)
         tok = torch.argmax(keyed, dim=-1)
     else:
         tok = torch.argmax(z, dim=-1)
@@ -307,7 +338,7 @@ def select_topk_reference(
         scores: fp32 ``[B, L]``. NaN ranks below every number.
         eligible: bool ``[B, L]``.
         k: int ``[B]``: how many to pick per row (clamped to the eligible count).
-        rng_state: int64 ``[2]`` ``(seed, counter)``.
+        rng_state: int64 ``[B, 3]`` (see the module doc).
         position_temperature: ``tau > 0`` ranks by ``score / tau + Gumbel``, which samples ``k``
             positions without replacement from ``softmax(score / tau)``.
         threshold: pick every eligible position whose raw score is ``>= threshold``, at least one
@@ -324,9 +355,7 @@ def select_topk_reference(
     keys = torch.where(torch.isnan(keys), torch.full_like(keys, float("-inf")), keys)
     tau = _as_float(position_temperature, "position_temperature")
     if tau > 0:
-        rows = torch.arange(B, device=device)[:, None]
-        cols = torch.arange(L, device=device)[None, :]
-        keys = keys / tau + gumbel_noise(rng_state, stream, rows, cols)
+        keys = keys / tau + position_gumbel(rng_state, stream, B, L)
 
     k = k.to(device=device, dtype=torch.int64).reshape(B)
     tier = eligible
@@ -380,9 +409,7 @@ def commit_remask_reference(
     keys = torch.where(torch.isnan(keys), torch.full_like(keys, float("-inf")), keys)
     tau = _as_float(remask_temperature, "remask_temperature")
     if tau > 0:
-        rows = torch.arange(B, device=canvas.device)[:, None]
-        cols = torch.arange(L, device=canvas.device)[None, :]
-        keys = keys / tau + gumbel_noise(rng_state, STREAM_REMASK, rows, cols)
+        keys = keys / tau + position_gumbel(rng_state, STREAM_REMASK, B, L)
     n = torch.minimum(n_remask.to(device=canvas.device, dtype=torch.int64).reshape(B).clamp(min=0),
                       candidates.sum(dim=-1))
     ranks = _rank_rows(keys, candidates)
@@ -394,7 +421,5 @@ def commit_remask_reference(
 def reveal_reference(eligible: torch.Tensor, prob: torch.Tensor, rng_state: torch.Tensor) -> torch.Tensor:
     """Ancestral reveal: each eligible position independently with probability ``prob[b]``."""
     B, L = eligible.shape
-    rows = torch.arange(B, device=eligible.device)[:, None]
-    cols = torch.arange(L, device=eligible.device)[None, :]
-    u = uniform_noise(rng_state, STREAM_REVEAL, rows, cols)
+    u = position_uniform(rng_state, STREAM_REVEAL, B, L)
     return eligible & (u < prob.to(torch.float32).reshape(B, 1))

@@ -39,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastdiff.kernels.counter_rng import gumbel, row_keys, stream_salt
+from fastdiff.kernels.counter_rng import gumbel, row_keys, row_origin, stream_salt
 from fastdiff.kernels.reference import SCORE_KINDS, STREAM_SAMPLE
 from fastdiff.kernels.select_topk import _as_device_scalar
 
@@ -257,14 +257,15 @@ def _sample_masked_kernel(
     pid = tl.program_id(0)
     if HAS_ROW_IDS:
         # gathered rows [R, V]: row_ids holds each row's canvas position b * L + l, -1 for padding
-        row = tl.load(row_ids_ptr + pid)
-        masked = row >= 0
+        position = tl.load(row_ids_ptr + pid)
+        masked = position >= 0
+        b = (tl.maximum(position, 0) // L).to(tl.int32)
+        l = (tl.maximum(position, 0) % L).to(tl.int32)
         row_start = pid.to(tl.int64) * stride_lb
     else:
         # the canvas [B, L, V]: position (b, l) reads row (b, l - SHIFT), clamped at 0
         b = pid // L
         l = pid % L
-        row = pid
         masked = tl.load(mask_ptr + b * stride_mb + l * stride_ml) != 0
         row_start = b.to(tl.int64) * stride_lb + tl.maximum(l - SHIFT, 0).to(tl.int64) * stride_ll
     if masked:
@@ -356,7 +357,8 @@ def _sample_masked_kernel(
         key_a = tl.zeros((), tl.uint32)
         key_b = tl.zeros((), tl.uint32)
         if sampling:
-            key_a, key_b = row_keys(rng_ptr, row, STREAM_SALT)
+            # the noise of (b, l) is keyed by the position from the row's origin, not by its place in the batch
+            key_a, key_b = row_keys(rng_ptr, b, l - row_origin(rng_ptr, b), STREAM_SALT)
         # one pass: online log-sum-exp of the score distribution zs = raw / score_t over the kept set,
         # running second-largest zs (margin), sum of exp(zs - m) * (zs - m) (entropy: shifted by the
         # running max m so that a peaked distribution keeps its precision), and the Gumbel-max
@@ -446,20 +448,21 @@ def sample_masked_triton(logits, mask, rng_state, *, logits_shift=False, block_v
                    mask=mask, shift=logits_shift)
 
 
-def sample_rows_triton(logits_rows, row_ids, rng_state, *, block_v=None, out=None, **options):
+def sample_rows_triton(logits_rows, row_ids, rng_state, canvas_length, *, block_v=None, out=None, **options):
     """Launch the sampling kernel over gathered rows ``[R, V]`` (the masked-row LM head).
 
-    ``row_ids`` int64 ``[R]``: the canvas position ``b * L + l`` of each row, or ``-1`` for padding.
+    ``row_ids`` int64 ``[R]``: the canvas position ``b * canvas_length + l`` of each row, or ``-1`` for
+    padding.
     Returns ``(tokens, scores)`` of shape ``[R]``; see
     :func:`fastdiff.kernels.reference.sample_rows_reference`.
     """
     R, V = logits_rows.shape
     return _launch(logits_rows, logits_rows.stride(0), 0, (R,), rng_state, options, block_v, out,
-                   row_ids=row_ids.contiguous())
+                   row_ids=row_ids.contiguous(), canvas_length=canvas_length)
 
 
 def _launch(logits, stride_rows, stride_cols, shape, rng_state, options, block_v, out, mask=None, row_ids=None,
-            shift=False):
+            canvas_length=1, shift=False):
     V = logits.shape[-1]
     if logits.stride(-1) != 1:
         raise ValueError("logits must be contiguous along the vocabulary (stride 1 in the last dimension)")
@@ -494,7 +497,7 @@ def _launch(logits, stride_rows, stride_cols, shape, rng_state, options, block_v
         _as_device_scalar(score_temperature if score_temperature is not None else 1.0, torch.float32, device,
                           "score_temperature"),
         tokens, scores,
-        shape[-1] if mask is not None else 1, V,
+        shape[-1] if mask is not None else canvas_length, V,
         SCORE=_SCORE_CODES[options.get("score", "confidence")],
         HAS_TOP_K=top_k is not None,
         HAS_TOP_P=top_p is not None,

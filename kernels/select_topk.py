@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastdiff.kernels.counter_rng import gumbel, row_keys, stream_salt
+from fastdiff.kernels.counter_rng import gumbel, position_keys, row_origin, stream_salt
 from fastdiff.kernels.reference import STREAM_SELECT
 
 MAX_LENGTH = 8192
@@ -66,8 +66,8 @@ def _select_topk_kernel(
     tau = tl.load(tau_ptr)
     if tau > 0:
         # Gumbel-top-k on score / tau samples k positions without replacement
-        key_a, key_b = row_keys(rng_ptr, row, STREAM_SALT)
-        keys = keys / tau + gumbel(key_a, key_b, offs)
+        key_a, key_b = position_keys(rng_ptr, row, STREAM_SALT)
+        keys = keys / tau + gumbel(key_a, key_b, offs - row_origin(rng_ptr, row))
 
     tier = eligible
     if HAS_THRESHOLD:

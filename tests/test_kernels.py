@@ -40,6 +40,12 @@ def _assert_same_draw(got, expected, rtol=1e-4, atol=1e-6):
     torch.testing.assert_close(scores[finite], ref_scores[finite], rtol=rtol, atol=atol)
 
 
+def _rng(seed, B, counter=0, L=None):
+    """The ``[B, 3]`` random state; with ``L``, random origins in ``[0, L)`` (each row's left padding)."""
+    origin = None if L is None else torch.randint(0, L, (B,), generator=torch.Generator().manual_seed(seed))
+    return ops.make_rng_state(seed, B, DEVICE, counter=counter, origin=origin)
+
+
 def _logits(B, L, V, dtype, seed, ties=False):
     g = torch.Generator().manual_seed(seed)
     x = (torch.randint(-3, 4, (B, L, V), generator=g).float() if ties else torch.randn(B, L, V, generator=g) * 3)
@@ -71,7 +77,7 @@ MODES = [
 def test_sample_masked_matches_reference(B, L, V, block_v, dtype, rtol, atol, mode, fresh_seed):
     logits = _logits(B, L, V, dtype, fresh_seed)
     mask = (torch.rand(B, L, generator=torch.Generator().manual_seed(fresh_seed)) < 0.6).to(DEVICE)
-    state = torch.tensor([fresh_seed, 5], device=DEVICE)
+    state = _rng(fresh_seed, B, 5, L=L)
     _assert_same_draw(*_sample_pair(logits, mask, state, block_v, **mode), rtol=rtol, atol=atol)
 
 
@@ -83,7 +89,7 @@ def test_sample_masked_matches_reference(B, L, V, block_v, dtype, rtol, atol, mo
 def test_sample_masked_filters_match_reference(filters, temperature, block_v, fresh_seed):
     logits = _logits(1, 3, 50, torch.float32, fresh_seed)
     mask = torch.ones(1, 3, dtype=torch.bool, device=DEVICE)
-    state = torch.tensor([fresh_seed, 0], device=DEVICE)
+    state = _rng(fresh_seed, 1)
     _assert_same_draw(*_sample_pair(logits, mask, state, block_v, temperature=temperature, score="margin",
                                     **filters))
 
@@ -115,7 +121,7 @@ def test_filter_boundaries_are_exact(dtype, filters, kept, fresh_seed):
     step = 2.0 ** -5  # representable in every dtype near 8
     logits = _near_equal_row([8.0 - i * step for i in range(8)], V, dtype)
     mask = torch.ones(1, 1, dtype=torch.bool, device=DEVICE)
-    state = torch.tensor([fresh_seed, 3], device=DEVICE)
+    state = _rng(fresh_seed, 1, 3)
     options = dict(temperature=1e9, score="entropy", **filters)
     got, expected = _sample_pair(logits, mask, state, 128, **options)
     _assert_same_draw(got, expected)
@@ -128,7 +134,7 @@ def test_top_k_keeps_every_tie_at_the_kth_logit_and_zeros_tie(dtype, fresh_seed)
     V = 200
     logits = _near_equal_row([3.0, 2.0, 2.0, 2.0, 1.0, 0.0, -0.0], V, dtype)
     mask = torch.ones(1, 1, dtype=torch.bool, device=DEVICE)
-    state = torch.tensor([fresh_seed, 4], device=DEVICE)
+    state = _rng(fresh_seed, 1, 4)
     for k, kept in ((2, 4), (4, 4), (5, 5), (6, 7)):  # -0 and +0 are one logit: both kept or neither
         got, expected = _sample_pair(logits, mask, state, 64, temperature=1e9, score="entropy", top_k=k)
         _assert_same_draw(got, expected)
@@ -146,7 +152,7 @@ def test_filters_match_reference_on_every_profile(dtype, profile, filters, fresh
 
     logits = cost_model.profile_logits(profile, rows=3, vocab=700, seed=fresh_seed).to(dtype).to(DEVICE)
     mask = torch.ones(1, 3, dtype=torch.bool, device=DEVICE)
-    state = torch.tensor([fresh_seed, 6], device=DEVICE)
+    state = _rng(fresh_seed, 1, 6)
     for score in ("entropy", "confidence"):
         got, expected = _sample_pair(logits, mask, state, 256, temperature=0.8, score=score, **filters)
         _assert_same_draw(got, expected)
@@ -160,7 +166,7 @@ def test_sample_masked_ties_and_suppression(fresh_seed):
     logits[0, 0, 40] = 1.0  # the only drawable id of that row
     mask = torch.ones(2, 4, dtype=torch.bool, device=DEVICE)
     suppress = torch.tensor([0, 5, 95], device=DEVICE)
-    state = torch.tensor([fresh_seed, 1], device=DEVICE)
+    state = _rng(fresh_seed, 2, 1, L=4)
     for temperature in (0.0, 1.0):
         got, expected = _sample_pair(logits, mask, state, 32, temperature=temperature, suppress_ids=suppress)
         _assert_same_draw(got, expected)
@@ -175,7 +181,7 @@ def test_sample_masked_ties_and_suppression(fresh_seed):
 
 def test_sample_masked_all_and_none_masked(fresh_seed):
     logits = _logits(2, 6, 70, torch.bfloat16, fresh_seed)
-    state = torch.tensor([fresh_seed, 2], device=DEVICE)
+    state = _rng(fresh_seed, 2, 2)
     none = torch.zeros(2, 6, dtype=torch.bool, device=DEVICE)
     got, expected = _sample_pair(logits, none, state, 32, temperature=1.0)
     _assert_same_draw(got, expected)
@@ -192,7 +198,7 @@ def test_sample_masked_bad_rows(fresh_seed):
     logits[0, 2, 30] = float("inf")
     logits[0, 3, :] = float("-inf")
     mask = torch.ones(1, 4, dtype=torch.bool, device=DEVICE)
-    got, expected = _sample_pair(logits, mask, torch.tensor([1, 0], device=DEVICE), 16)
+    got, expected = _sample_pair(logits, mask, _rng(1, 1), 16)
     _assert_same_draw(got, expected)
     assert got[0][0, 1:].tolist() == [-1, -1, -1] and torch.isnan(got[1][0, 1:]).all()
 
@@ -202,7 +208,7 @@ def test_sample_masked_reads_strided_rows(fresh_seed):
     base = _logits(2, 6, 80, torch.float32, fresh_seed)
     logits = base[:, :, :70]
     mask = (torch.rand(2, 6, generator=torch.Generator().manual_seed(fresh_seed)) < 0.7).to(DEVICE)
-    state = torch.tensor([fresh_seed, 9], device=DEVICE)
+    state = _rng(fresh_seed, 2, 9, L=6)
     _assert_same_draw(*_sample_pair(logits, mask, state, 32, temperature=0.7))
     _assert_same_draw(*_sample_pair(base[:, :-1], mask[:, 1:], state, 32, temperature=0.7))
 
@@ -212,11 +218,11 @@ def test_sampled_frequencies_follow_softmax(fresh_seed):
     logits = row.expand(1, 64, -1).contiguous().to(DEVICE)
     mask = torch.ones(1, 64, dtype=torch.bool, device=DEVICE)
     counts = np.zeros(8)
-    state = torch.tensor([fresh_seed, 0], device=DEVICE)
+    state = _rng(fresh_seed, 1)
     for _ in range(3):
         tokens, _ = ops.sample_masked(logits, mask, temperature=0.8, suppress_ids=[2], seed=state, backend="triton")
         counts += np.bincount(tokens[0].cpu().numpy(), minlength=8)
-        state[1] += 1
+        state[:, 1] += 1
     assert counts[2] == 0
     z = row.double().numpy() / 0.8
     z[2] = -np.inf
@@ -236,11 +242,11 @@ def test_filtered_frequencies_follow_the_renormalised_kept_set(dtype, filters, k
     logits = row.to(dtype).expand(1, 64, -1).contiguous().to(DEVICE)
     mask = torch.ones(1, 64, dtype=torch.bool, device=DEVICE)
     counts = np.zeros(8)
-    state = torch.tensor([fresh_seed, 0], device=DEVICE)
+    state = _rng(fresh_seed, 1)
     for _ in range(3):
         tokens, _ = ops.sample_masked(logits, mask, temperature=1.0, seed=state, backend="triton", **filters)
         counts += np.bincount(tokens[0].cpu().numpy(), minlength=8)
-        state[1] += 1
+        state[:, 1] += 1
     assert set(np.flatnonzero(counts)) <= set(kept)
     z = row.to(dtype).double().numpy()
     probs = np.exp(z[kept] - z[kept].max())
@@ -253,11 +259,11 @@ def test_filtered_frequencies_follow_the_renormalised_kept_set(dtype, filters, k
 def test_same_seed_same_draw_and_counter_advances(fresh_seed):
     logits = _logits(2, 8, 64, torch.float32, fresh_seed)
     mask = torch.ones(2, 8, dtype=torch.bool, device=DEVICE)
-    state = torch.tensor([fresh_seed, 0], device=DEVICE)
+    state = _rng(fresh_seed, 2)
     a = ops.sample_masked(logits, mask, temperature=1.0, seed=state, backend="triton")[0]
     b = ops.sample_masked(logits, mask, temperature=1.0, seed=state.clone(), backend="triton")[0]
     assert torch.equal(a, b)
-    state[1] += 1
+    state[:, 1] += 1
     c = ops.sample_masked(logits, mask, temperature=1.0, seed=state, backend="triton")[0]
     d = ops.sample_masked(logits, mask, temperature=1.0, seed=fresh_seed + 1, backend="triton")[0]
     assert not torch.equal(a, c) and not torch.equal(a, d)
@@ -285,7 +291,7 @@ def test_select_topk_matches_reference(B, L, mode, fresh_seed):
     from fastdiff.kernels.select_topk import select_topk_triton
 
     scores, eligible, k = _selection_case(B, L, fresh_seed)
-    state = torch.tensor([fresh_seed, 4], device=DEVICE)
+    state = _rng(fresh_seed, B, 4, L=L)
     threshold = mode.get("threshold")
     tau = mode.get("position_temperature", 0.0)
     out = torch.ones(B, L, dtype=torch.bool, device=DEVICE)  # poisoned: every element must be written
@@ -327,7 +333,7 @@ def test_commit_remask_matches_reference(B, L, tau, fresh_seed):
     args = [t.to(DEVICE) for t in (canvas, confidence, tokens, scores, selected, editable, n)]
     got_canvas, got_conf = args[0].clone(), args[1].clone()
     ref_canvas, ref_conf = args[0].clone(), args[1].clone()
-    state = torch.tensor([fresh_seed, 3], device=DEVICE)
+    state = _rng(fresh_seed, B, 3, L=L)
     ops.commit_remask(got_canvas, got_conf, *args[2:], 0, remask_temperature=tau, seed=state, backend="triton")
     reference.commit_remask_reference(ref_canvas, ref_conf, *args[2:], 0, state, remask_temperature=tau)
     assert torch.equal(got_canvas, ref_canvas)
@@ -371,7 +377,7 @@ from fastdiff import Sampler  # noqa: E402  (after the kernels' environment is s
 def test_real_sizes_match_reference(B, L, V, fresh_seed):
     logits = torch.randn(B, L, V, device="cuda", dtype=torch.bfloat16) * 4
     mask = torch.rand(B, L, device="cuda") < 0.5
-    state = torch.tensor([fresh_seed, 0], device="cuda")
+    state = ops.make_rng_state(fresh_seed, B, "cuda")
     for kwargs in (dict(), dict(temperature=0.8)):
         got = ops.sample_masked(logits, mask, seed=state, backend="triton", **kwargs)
         expected = ops.sample_masked(logits, mask, seed=state, backend="torch", **kwargs)
@@ -384,22 +390,21 @@ def test_real_sizes_match_reference(B, L, V, fresh_seed):
 def test_graph_replays_draw_fresh_noise_and_seed_reproduces(fresh_seed):
     logits = torch.randn(4, 64, 1000, device="cuda")
     mask = torch.ones(4, 64, dtype=torch.bool, device="cuda")
-    state = torch.tensor([fresh_seed, 0], device="cuda")
+    state = ops.make_rng_state(fresh_seed, 4, "cuda")
     ops.sample_masked(logits, mask, temperature=1.0, seed=state, backend="triton")  # compile outside the capture
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.stream(stream), torch.cuda.graph(graph):
         tokens, _ = ops.sample_masked(logits, mask, temperature=1.0, seed=state, backend="triton")
-        state[1:].add_(1)
-    state.copy_(torch.tensor([fresh_seed, 0], device="cuda"))
+        state[:, 1].add_(1)
+    state.copy_(ops.make_rng_state(fresh_seed, 4, "cuda"))
     graph.replay()
     first = tokens.clone()
     graph.replay()
     second = tokens.clone()
     assert not torch.equal(first, second)
-    eager = ops.sample_masked(logits, mask, temperature=1.0, seed=torch.tensor([fresh_seed, 0], device="cuda"),
-                              backend="triton")[0]
+    eager = ops.sample_masked(logits, mask, temperature=1.0, seed=fresh_seed, backend="triton")[0]
     assert torch.equal(first, eager)
 
 
@@ -410,7 +415,7 @@ def test_logits_shift_and_gathered_rows_draw_like_the_canvas(fresh_seed):
     logits = _logits(B, L, V, torch.float32, fresh_seed)
     mask = (torch.rand(B, L, generator=torch.Generator().manual_seed(fresh_seed)) < 0.7).to(DEVICE)
     mask[0, 0] = True  # position 0 reads its own row
-    state = torch.tensor([fresh_seed, 6], device=DEVICE)
+    state = _rng(fresh_seed, B, 6, L=L)
     options = dict(temperature=0.9, score="margin", block_v=32)
     shifted = sample_masked_triton(logits, mask, state, logits_shift=True, **options)
     expected = reference.sample_masked_reference(logits, mask, state, logits_shift=True, temperature=0.9,
@@ -421,9 +426,9 @@ def test_logits_shift_and_gathered_rows_draw_like_the_canvas(fresh_seed):
     row_ids = torch.cat([flat, torch.full((3,), -1, device=DEVICE)])
     source = flat // L * L + (flat % L - 1).clamp(min=0)
     rows = torch.cat([logits.reshape(B * L, V)[source], torch.zeros(3, V, device=DEVICE)])
-    tokens, scores = sample_rows_triton(rows, row_ids, state, **options)
+    tokens, scores = sample_rows_triton(rows, row_ids, state, L, **options)
     assert torch.equal(tokens[: len(flat)], shifted[0].flatten()[flat])
     torch.testing.assert_close(scores[: len(flat)], shifted[1].flatten()[flat])
     assert (tokens[len(flat):] == -1).all() and torch.isneginf(scores[len(flat):]).all()
-    ref_tokens, _ = reference.sample_rows_reference(rows, row_ids, state, temperature=0.9, score="margin")
+    ref_tokens, _ = reference.sample_rows_reference(rows, row_ids, state, L, temperature=0.9, score="margin")
     assert torch.equal(tokens, ref_tokens)

@@ -2,6 +2,7 @@
 drawn by hypothesis (skipped where hypothesis is not installed, as on a bare GPU machine)."""
 import pytest
 import torch
+from fastdiff import ops
 
 from conftest import KERNEL_DEVICE as DEVICE
 from conftest import requires_kernels
@@ -29,7 +30,8 @@ def test_sample_masked_fuzz(B, L, V, temperature, score, scale, dtype, top_k, to
     g = torch.Generator().manual_seed(seed % 2**31)
     logits = (torch.randn(B, L, V, generator=g) * scale).to(dtype).to(DEVICE)
     mask = (torch.rand(B, L, generator=g) < 0.7).to(DEVICE)
-    state = torch.tensor([seed, seed % 7], device=DEVICE)
+    origin = torch.randint(0, L, (B,), generator=g)
+    state = ops.make_rng_state(seed, B, DEVICE, counter=seed % 7, origin=origin)
     filters = {name: value for name, value in (("top_k", top_k), ("top_p", top_p)) if value is not None}
     _assert_same_draw(*_sample_pair(logits, mask, state, 64, temperature=temperature, score=score, **filters),
                       rtol=2e-4)

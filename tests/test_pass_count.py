@@ -56,5 +56,5 @@ def test_unmasked_positions_read_nothing_and_odd_rows_are_read_once():
     logits = torch.randn(1, 5, 301)
     mask = torch.tensor([[True, False, True, False, False]])
     with cost_model.recording_loads(logits) as loaded:
-        sample_masked_triton(logits, mask, torch.tensor([0, 0]), block_v=64, temperature=1.0)
+        sample_masked_triton(logits, mask, torch.zeros(1, 3, dtype=torch.int64), block_v=64, temperature=1.0)
     assert sorted(loaded) == list(range(0, 301)) + list(range(2 * 301, 3 * 301))

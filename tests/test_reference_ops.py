@@ -3,6 +3,7 @@
 These references are the oracle of the Triton kernels, so they are tested on their own first.
 """
 import math
+import re
 
 import numpy as np
 import pytest
@@ -28,10 +29,11 @@ def _chi2_bound(dof: int) -> float:
 # random stream
 # ------------------------------------------------------------------------------------------------
 def test_uniform_noise_is_uniform_and_addressed_by_every_coordinate(fresh_seed):
-    state = torch.tensor([fresh_seed, 7], dtype=torch.int64)
+    state = ops.make_rng_state(fresh_seed, 64, "cpu", counter=7)
     rows = torch.arange(64)[:, None]
+    index = torch.full((64, 1), 5)
     cols = torch.arange(1024)[None, :]
-    u = reference.uniform_noise(state, 1, rows, cols)
+    u = reference.uniform_noise(state, 1, rows, index, cols)
     assert u.dtype == torch.float32 and u.shape == (64, 1024)
     assert float(u.min()) > 0.0 and float(u.max()) < 1.0
     # the extremes of the 32-bit hash stay strictly inside (0, 1) and give finite Gumbel noise
@@ -42,17 +44,47 @@ def test_uniform_noise_is_uniform_and_addressed_by_every_coordinate(fresh_seed):
     assert abs(float(u.var()) - 1 / 12) < 0.005
     hist = torch.histc(u, bins=16, min=0, max=1).numpy()
     assert _chi2_statistic(hist, np.full(16, 1 / 16)) < _chi2_bound(15)
-    # deterministic, and each of seed, counter, stream and row changes the draw
-    assert torch.equal(u, reference.uniform_noise(state.clone(), 1, rows, cols))
+    # deterministic, and each of seed, counter, stream and index changes the draw
+    assert torch.equal(u, reference.uniform_noise(state.clone(), 1, rows, index, cols))
     others = [
-        reference.uniform_noise(torch.tensor([fresh_seed + 1, 7]), 1, rows, cols),
-        reference.uniform_noise(torch.tensor([fresh_seed, 8]), 1, rows, cols),
-        reference.uniform_noise(state, 2, rows, cols),
-        reference.uniform_noise(state, 1, rows + 64, cols),
+        reference.uniform_noise(ops.make_rng_state(fresh_seed + 64, 64, "cpu", counter=7), 1, rows, index, cols),
+        reference.uniform_noise(ops.make_rng_state(fresh_seed, 64, "cpu", counter=8), 1, rows, index, cols),
+        reference.uniform_noise(state, 2, rows, index, cols),
+        reference.uniform_noise(state, 1, rows, index + 1, cols),
     ]
     for other in others:
         assert float((other == u).float().mean()) < 0.01
         assert abs(float(np.corrcoef(other.flatten().numpy(), u.flatten().numpy())[0, 1])) < 0.02
+    # a row's noise is its seed's, wherever the row sits in the batch
+    shuffled = ops.make_rng_state(state[:, 0].flip(0), 64, "cpu", counter=7)
+    assert torch.equal(reference.uniform_noise(shuffled, 1, rows, index, cols), u.flip(0))
+
+
+def test_origin_shifts_the_positions_of_a_row(fresh_seed):
+    plain = ops.make_rng_state([fresh_seed], 1, "cpu")
+    padded = ops.make_rng_state([fresh_seed], 1, "cpu", origin=[3])
+    rows = torch.zeros(1, 1, dtype=torch.int64)
+    positions = torch.arange(10)[None, :]
+    assert torch.equal(reference.row_positions(padded, rows, positions), positions - 3)
+    u = reference.position_uniform(plain, 4, 1, 7)
+    assert torch.equal(reference.position_uniform(padded, 4, 1, 10)[:, 3:], u)
+
+
+def test_rng_state_forms_and_their_errors():
+    assert ops.make_rng_state(5, 3, "cpu").tolist() == [[5, 0, 0], [6, 0, 0], [7, 0, 0]]
+    assert ops.make_rng_state(2**63 - 1, 2, "cpu")[:, 0].tolist() == [2**63 - 1, -2**63]  # wraps in int64
+    assert ops.make_rng_state((4, 9), 2, "cpu", counter=3).tolist() == [[4, 3, 0], [9, 3, 0]]
+    assert ops.make_rng_state(torch.tensor(5), 2, "cpu")[:, 0].tolist() == [5, 6]
+    assert ops.make_rng_state(torch.tensor([8, 1]), 2, "cpu")[:, 0].tolist() == [8, 1]
+    state = ops.make_rng_state(0, 2, "cpu")
+    assert ops.make_rng_state(state, 2, "cpu") is state  # the graph-safe form is used in place
+    for seed, error, words in [((1, 2, 3), ValueError, "one seed per row"), (torch.zeros(3, 3, dtype=torch.int64),
+                               ValueError, "[2, 3]"), (torch.zeros(2), TypeError, "int64"), (1.5, TypeError, "seed"),
+                               ([1, 2**64], ValueError, "int64"), (torch.zeros(4, dtype=torch.int64), ValueError, "2")]:
+        with pytest.raises(error, match=re.escape(words)):
+            ops.make_rng_state(seed, 2, "cpu")
+    with pytest.raises(ValueError, match="origin"):
+        ops.make_rng_state(0, 2, "cpu", origin=[1])
 
 
 def test_hash32_matches_uint32_arithmetic():
@@ -171,9 +203,12 @@ def test_same_seed_same_draw_different_seed_different_draw():
     b = ops.sample_masked(logits, mask, temperature=1.0, seed=11, backend="torch")[0]
     c = ops.sample_masked(logits, mask, temperature=1.0, seed=12, backend="torch")[0]
     assert torch.equal(a, b) and not torch.equal(a, c)
-    state = torch.tensor([11, 0])
+    state = ops.make_rng_state(11, 2, "cpu")
     assert torch.equal(a, ops.sample_masked(logits, mask, temperature=1.0, seed=state, backend="torch")[0])
-    state[1] += 1
+    assert torch.equal(a, ops.sample_masked(logits, mask, temperature=1.0, seed=[11, 12], backend="torch")[0])
+    # row 1 of seed 11 is row 0 of seed 12
+    assert torch.equal(a[1], ops.sample_masked(logits[1:], mask[1:], temperature=1.0, seed=12, backend="torch")[0][0])
+    state[:, 1] += 1
     assert not torch.equal(a, ops.sample_masked(logits, mask, temperature=1.0, seed=state, backend="torch")[0])
 
 
@@ -215,10 +250,10 @@ def test_gumbel_position_sampling_follows_softmax_of_scores(fresh_seed):
     eligible = torch.ones(n, 5, dtype=torch.bool)
     eligible[:, 3] = False
     tau = 0.7
-    state = torch.tensor([fresh_seed, 0])
+    state = ops.make_rng_state(fresh_seed, n, "cpu")
     chosen = ops.select_topk(scores, eligible, 1, position_temperature=tau, seed=state, backend="torch")
     firsts = np.bincount(chosen.nonzero()[:, 1].numpy(), minlength=5)
-    state[1] += 1
+    state[:, 1] += 1
     pair = ops.select_topk(scores, eligible, 2, position_temperature=tau, seed=state, backend="torch")
     pairs = int(pair[:, [0, 2]].all(dim=-1).sum())
     probs = np.exp(scores[0].numpy() / tau) * eligible[0].numpy()
