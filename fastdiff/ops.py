@@ -29,11 +29,10 @@ import torch
 from fastdiff.backend import resolve_backend
 from fastdiff.config import check_seed
 from fastdiff.kernels import reference
+from fastdiff.kernels.utils import SCORE_KINDS
 
 Seed = Union[None, int, Sequence[int], torch.Tensor]
 Scalar = Union[float, int, torch.Tensor]
-
-SCORE_KINDS = reference.SCORE_KINDS
 
 
 def make_rng_state(seed: Seed, batch: int, device: torch.device, *, counter: int = 0,

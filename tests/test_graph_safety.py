@@ -9,14 +9,14 @@ from fastdiff import Sampler
 
 @requires_kernels
 def test_parameter_tensors_on_another_device_are_refused_during_a_capture(monkeypatch):
-    from fastdiff.kernels.select_topk import _as_device_scalar
+    from fastdiff.kernels.utils import as_device_scalar
 
-    moved = _as_device_scalar(torch.tensor(0.5, dtype=torch.float64), torch.float32, "cpu", "temperature")
+    moved = as_device_scalar(torch.tensor(0.5, dtype=torch.float64), torch.float32, "cpu", "temperature")
     assert moved.device.type == "cpu" and moved.dtype == torch.float32 and moved.shape == (1,)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
     with pytest.raises(ValueError, match="temperature is a tensor on meta"):
-        _as_device_scalar(torch.tensor(0.5, device="meta"), torch.float32, "cpu", "temperature")
+        as_device_scalar(torch.tensor(0.5, device="meta"), torch.float32, "cpu", "temperature")
 
 
 def test_the_denoising_step_never_calls_isin(monkeypatch):

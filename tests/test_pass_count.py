@@ -1,7 +1,7 @@
 """How many times ``sample_masked`` reads each masked row, counted through the Triton interpreter.
 
 Every logit element the kernel loads is counted (:func:`fastdiff.kernels.cost_model.count_passes`),
-so these tests hold the pass counts documented in ``kernels/sample_masked.py`` to what the kernel
+so these tests hold the pass counts documented in ``fastdiff/kernels/sample_masked.py`` to what the kernel
 really does, on peaked, random and near-uniform rows.
 """
 import pytest

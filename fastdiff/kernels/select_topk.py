@@ -6,10 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastdiff.kernels.counter_rng import gumbel, position_keys, row_origin, stream_salt
-from fastdiff.kernels.reference import STREAM_SELECT
-
-MAX_LENGTH = 8192
+from fastdiff.kernels.counter_rng import gumbel, position_keys, row_origin
+from fastdiff.kernels.utils import STREAM_SELECT, as_device_scalar, row_launch, stream_salt
 
 # order-preserving int32 images of -inf and +inf (see _ordered_key); constexprs, so that kernels may read them
 _KEY_NEG_INF = tl.constexpr(-2139095041)
@@ -83,30 +81,13 @@ def _select_topk_kernel(
     tl.store(out_ptr + row * L + offs, chosen.to(tl.int8), mask=inside)
 
 
-def _as_device_scalar(value, dtype, device, name: str) -> torch.Tensor:
-    """A one-element tensor on ``device`` that the kernel reads (no host copy under a graph capture).
-
-    A Python number is filled on the device. A tensor on another device is moved there, except during
-    a CUDA-graph capture, where a cross-device copy cannot be captured: then it is refused.
-    """
-    if not isinstance(value, torch.Tensor):
-        return torch.full((1,), value, dtype=dtype, device=device)
-    if value.device != torch.device(device):
-        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-            raise ValueError(f"{name} is a tensor on {value.device} and the data is on {device}: inside a "
-                             f"captured CUDA graph it must be on {device}")
-        value = value.to(device)
-    return value.reshape(1).to(dtype)
-
-
 def select_topk_triton(scores, eligible, k, rng_state, *, position_temperature=0.0, threshold=None, out=None):
     """Launch the selection kernel; see :func:`fastdiff.ops.select_topk` for the contract.
 
     ``out`` is an optional preallocated contiguous bool ``[B, L]``; every element is written.
     """
     B, L = scores.shape
-    if L > MAX_LENGTH:
-        raise ValueError(f"select_topk keeps a row in registers: L must be <= {MAX_LENGTH}, got {L}")
+    block, warps = row_launch(L, "select_topk")
     if scores.stride(-1) != 1 or eligible.stride(-1) != 1:
         raise ValueError("scores and eligible must be contiguous along L")
     device = scores.device
@@ -116,15 +97,14 @@ def select_topk_triton(scores, eligible, k, rng_state, *, position_temperature=0
         raise ValueError(f"out must be a contiguous bool [{B}, {L}] tensor")
     if B == 0 or L == 0:
         return out
-    block = triton.next_power_of_2(L)
     _select_topk_kernel[(B,)](
         scores, scores.stride(0), eligible.view(torch.int8), eligible.stride(0), k.to(torch.int32), rng_state,
-        _as_device_scalar(position_temperature, torch.float32, device, "position_temperature"),
-        _as_device_scalar(float("-inf") if threshold is None else threshold, torch.float32, device, "threshold"),
+        as_device_scalar(position_temperature, torch.float32, device, "position_temperature"),
+        as_device_scalar(float("-inf") if threshold is None else threshold, torch.float32, device, "threshold"),
         out.view(torch.int8), L,
         HAS_THRESHOLD=threshold is not None,
         STREAM_SALT=stream_salt(STREAM_SELECT),
         BLOCK_L=block,
-        num_warps=max(1, min(16, block // 256)),
+        num_warps=warps,
     )
     return out

@@ -28,22 +28,14 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-STREAM_SAMPLE = 1
-STREAM_SELECT = 2
-STREAM_REMASK = 3
-STREAM_REVEAL = 4
+from fastdiff.kernels.utils import (HASH_MUL1, HASH_MUL2, KEY_B_SALT, SCORE_KINDS, STREAM_REMASK, STREAM_REVEAL,
+                                    STREAM_SAMPLE, STREAM_SELECT, stream_salt)
 
 _MASK32 = 0xFFFFFFFF
-_HASH_MUL1 = 0x7FEB352D
-_HASH_MUL2 = 0x846CA68B
-_STREAM_MUL = 0x9E3779B9
-_KEY_B_SALT = 0x632BE5AB
-
-SCORE_KINDS = ("confidence", "margin", "entropy")
 
 
 # --------------------------------------------------------------------------------------------------
-# Counter-based random numbers (torch twin of kernels/counter_rng.py)
+# Counter-based random numbers (torch twin of counter_rng.py)
 # --------------------------------------------------------------------------------------------------
 def _signed32(value: int) -> int:
     """A uint32 constant as the int32 with the same bits."""
@@ -59,7 +51,7 @@ def _hash32_bits(x: torch.Tensor) -> torch.Tensor:
     """lowbias32 on int32 tensors read as uint32, in place on ``x`` (callers pass a fresh tensor):
     int32 multiplication wraps mod 2**32 (checked against numpy's uint32 by the tests), and each right
     shift is made logical by masking the sign bits."""
-    for shift, multiplier in ((16, _HASH_MUL1), (15, _HASH_MUL2), (16, None)):
+    for shift, multiplier in ((16, HASH_MUL1), (15, HASH_MUL2), (16, None)):
         x ^= (x >> shift) & ((1 << (32 - shift)) - 1)
         if multiplier is not None:
             x *= _signed32(multiplier)
@@ -76,11 +68,11 @@ def row_keys(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, index: to
     ``rows`` are batch rows of ``rng_state [B, 3]``."""
     state = rng_state.to(torch.int64)
     seed, counter = state[rows, 0], state[rows, 1]
-    k = hash32((seed & _MASK32) ^ ((stream * _STREAM_MUL) & _MASK32))
+    k = hash32((seed & _MASK32) ^ stream_salt(stream))
     k = hash32(k ^ ((seed >> 32) & _MASK32))
     k = hash32((k + (counter & _MASK32)) & _MASK32)
     key_a = hash32(k ^ (index.to(torch.int64) & _MASK32))
-    key_b = hash32((key_a + _KEY_B_SALT) & _MASK32)
+    key_b = hash32((key_a + KEY_B_SALT) & _MASK32)
     return _to_int32(key_a), _to_int32(key_b)
 
 

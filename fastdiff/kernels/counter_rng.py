@@ -9,17 +9,12 @@ whatever ``B * L * V`` is.
 import triton
 import triton.language as tl
 
-from fastdiff.kernels import reference
+from fastdiff.kernels import utils
 
 # a @triton.jit body may read module globals only when they are constexprs
-_HASH_MUL1 = tl.constexpr(reference._HASH_MUL1)
-_HASH_MUL2 = tl.constexpr(reference._HASH_MUL2)
-_KEY_B_SALT = tl.constexpr(reference._KEY_B_SALT)
-
-
-def stream_salt(stream: int) -> int:
-    """The per-stream constant folded into the seed (a kernel ``constexpr``)."""
-    return (stream * reference._STREAM_MUL) & 0xFFFFFFFF
+_HASH_MUL1 = tl.constexpr(utils.HASH_MUL1)
+_HASH_MUL2 = tl.constexpr(utils.HASH_MUL2)
+_KEY_B_SALT = tl.constexpr(utils.KEY_B_SALT)
 
 
 @triton.jit

@@ -39,9 +39,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastdiff.kernels.counter_rng import gumbel, row_keys, row_origin, stream_salt
-from fastdiff.kernels.reference import SCORE_KINDS, STREAM_SAMPLE
-from fastdiff.kernels.select_topk import _as_device_scalar
+from fastdiff.kernels.counter_rng import gumbel, row_keys, row_origin
+from fastdiff.kernels.utils import SCORE_KINDS, STREAM_SAMPLE, as_device_scalar, stream_salt
 
 _SCORE_CODES = {kind: code for code, kind in enumerate(SCORE_KINDS)}  # confidence 0, margin 1, entropy 2
 _KEY_KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # the bits a logit's key is made from
@@ -491,10 +490,10 @@ def _launch(logits, stride_rows, stride_cols, shape, rng_state, options, block_v
         mask_arg, mask.stride(0) if mask is not None else 0, mask.stride(1) if mask is not None else 0,
         row_ids if row_ids is not None else tokens,
         rng_state, suppress_ids, suppress_ids.numel(),
-        _as_device_scalar(options.get("temperature", 0.0), torch.float32, device, "temperature"),
-        _as_device_scalar(top_k if top_k is not None else V, torch.int32, device, "top_k"),
-        _as_device_scalar(top_p if top_p is not None else 1.0, torch.float32, device, "top_p"),
-        _as_device_scalar(score_temperature if score_temperature is not None else 1.0, torch.float32, device,
+        as_device_scalar(options.get("temperature", 0.0), torch.float32, device, "temperature"),
+        as_device_scalar(top_k if top_k is not None else V, torch.int32, device, "top_k"),
+        as_device_scalar(top_p if top_p is not None else 1.0, torch.float32, device, "top_p"),
+        as_device_scalar(score_temperature if score_temperature is not None else 1.0, torch.float32, device,
                           "score_temperature"),
         tokens, scores,
         shape[-1] if mask is not None else canvas_length, V,

@@ -8,9 +8,9 @@ import torch
 import triton
 import triton.language as tl
 
-from fastdiff.kernels.counter_rng import gumbel, position_keys, row_origin, stream_salt
-from fastdiff.kernels.reference import STREAM_REMASK
-from fastdiff.kernels.select_topk import MAX_LENGTH, _as_device_scalar, select_top_keys
+from fastdiff.kernels.counter_rng import gumbel, position_keys, row_origin
+from fastdiff.kernels.select_topk import select_top_keys
+from fastdiff.kernels.utils import STREAM_REMASK, as_device_scalar, row_launch, stream_salt
 
 
 @triton.jit
@@ -54,21 +54,19 @@ def commit_remask_triton(canvas, confidence, tokens, scores, selected, editable,
                          remask_temperature=0.0):
     """Launch the commit/remask kernel in place; see :func:`fastdiff.ops.commit_remask` for the contract."""
     B, L = canvas.shape
-    if L > MAX_LENGTH:
-        raise ValueError(f"commit_remask keeps a row in registers: L must be <= {MAX_LENGTH}, got {L}")
+    block, warps = row_launch(L, "commit_remask")
     for name, t in (("canvas", canvas), ("confidence", confidence), ("tokens", tokens), ("scores", scores),
                     ("selected", selected), ("editable", editable)):
         if not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous for the triton backend")
     if B == 0 or L == 0:
         return
-    block = triton.next_power_of_2(L)
     _commit_remask_kernel[(B,)](
         canvas, confidence, tokens, scores, selected.view(torch.int8), editable.view(torch.int8),
-        n_remask.to(torch.int32), rng_state, _as_device_scalar(remask_temperature, torch.float32, canvas.device,
+        n_remask.to(torch.int32), rng_state, as_device_scalar(remask_temperature, torch.float32, canvas.device,
                                                                "remask_temperature"),
         mask_id, L,
         STREAM_SALT=stream_salt(STREAM_REMASK),
         BLOCK_L=block,
-        num_warps=max(1, min(16, block // 256)),
+        num_warps=warps,
     )
