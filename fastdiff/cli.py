@@ -52,7 +52,6 @@ DEMO_DESCRIPTION = "4.1M-parameter masked LM trained on Python's standard librar
 DEFAULT_GEN_LENGTH = 64
 DEFAULT_TRACE_OUTPUTS = ("fastdiff-trace.gif", "fastdiff-trace.html")
 
-_HOOK_FIELDS = ("on_step", "logits_hook")
 _PLACEHOLDER = re.compile(r"\[MASK(?:\*(\d+))?\]")
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 _NO_BENCH = "fastdiff bench needs a source checkout: benchmarks/ is not installed"
@@ -131,8 +130,8 @@ def _flag_kwargs(name: str, hint) -> dict:
 
 
 def sampler_fields(exclude: Sequence[str] = ()) -> List[dataclasses.Field]:
-    """The SamplerConfig fields that are command-line flags: all but the hooks and ``exclude``."""
-    return [f for f in dataclasses.fields(SamplerConfig) if f.name not in _HOOK_FIELDS and f.name not in exclude]
+    """The SamplerConfig fields that are command-line flags: all but ``exclude``."""
+    return [f for f in dataclasses.fields(SamplerConfig) if f.name not in exclude]
 
 
 def _add_sampler_flags(parser: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
@@ -336,7 +335,7 @@ def encode_input(text: str, tokenizer, mask_token_id: int, *, special_tokens: bo
         CLIError: text that is not UTF-8, a ``[MASK*0]`` hole or one beyond the canvas limit, or an
             empty prompt.
     """
-    from fastdiff.sampler import MAX_CANVAS
+    from fastdiff.validation import MAX_CANVAS
 
     try:
         text.encode("utf-8")

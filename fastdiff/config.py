@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
 from fastdiff.schedule import SCHEDULES, ScheduleFn
+from fastdiff.validation import check_int, check_number, check_seeds, is_int
 
 UNMASK_RULES = ("confidence", "margin", "entropy", "random", "ancestral")
 REMASK_RULES = ("low_confidence",)
@@ -71,9 +71,9 @@ class SamplerConfig:
             depend only on its own seed and prompt, not on the other rows or on its left padding.
             ``None`` draws an int from torch's default generator.
         return_history: keep a copy of the canvas after every step in ``GenerationOutput.history``.
-        on_step: ``on_step(step, canvas, logits)`` called after each step; if it returns a tensor,
-            that tensor becomes the canvas.
-        logits_hook: ``logits_hook(step, canvas, logits) -> logits`` applied before sampling.
+
+    The per-step hooks ``on_step`` and ``logits_hook`` are arguments of :meth:`Sampler.generate` /
+    :meth:`Sampler.infill`, not settings.
     """
 
     steps: Optional[int] = None
@@ -97,13 +97,14 @@ class SamplerConfig:
     defer_token_ids: Sequence[int] = field(default_factory=tuple)
     seed: Union[int, Sequence[int], torch.Tensor, None] = None
     return_history: bool = False
-    on_step: Optional[Callable] = None
-    logits_hook: Optional[Callable] = None
 
     def replace(self, **overrides) -> "SamplerConfig":
         """A validated copy with ``overrides`` applied; unknown names raise ``TypeError``."""
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - names)
+        hooks = [name for name in unknown if name in ("on_step", "logits_hook")]
+        if hooks:
+            raise TypeError(f"{hooks[0]} is an argument of Sampler.generate() / infill(), not a SamplerConfig option")
         if unknown:
             raise TypeError(f"unknown SamplerConfig option(s): {', '.join(unknown)}")
         config = dataclasses.replace(self, **overrides)
@@ -127,7 +128,7 @@ class SamplerConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` / ``TypeError`` naming the first bad field."""
         if self.steps is not None:
-            _check_int(self.steps, "steps")
+            check_int(self.steps, "steps")
             if self.steps <= 0:
                 raise ValueError(f"steps must be a positive int, got {self.steps}")
         if not callable(self.schedule) and self.schedule not in SCHEDULES:
@@ -135,42 +136,42 @@ class SamplerConfig:
         if self.unmask not in UNMASK_RULES:
             raise ValueError(f"unmask must be one of {UNMASK_RULES}, got {self.unmask!r}")
         if self.threshold is not None:
-            _check_number(self.threshold, "threshold")
+            check_number(self.threshold, "threshold")
             if not 0.0 < self.threshold <= 1.0:
                 raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
             if self.unmask not in ("confidence", "margin"):
                 raise ValueError(f"threshold works with unmask='confidence' or 'margin', not {self.unmask!r}")
-        _check_number(self.position_temperature, "position_temperature")
+        check_number(self.position_temperature, "position_temperature")
         if self.position_temperature < 0:
             raise ValueError(f"position_temperature must be >= 0, got {self.position_temperature}")
-        _check_number(self.temperature, "temperature")
+        check_number(self.temperature, "temperature")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.score_temperature is not None:
-            _check_number(self.score_temperature, "score_temperature")
+            check_number(self.score_temperature, "score_temperature")
             if self.score_temperature <= 0:
                 raise ValueError(f"score_temperature must be > 0, got {self.score_temperature}")
         if self.top_k is not None:
-            _check_int(self.top_k, "top_k")
+            check_int(self.top_k, "top_k")
             if self.top_k < 1:
                 raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.top_p is not None:
-            _check_number(self.top_p, "top_p")
+            check_number(self.top_p, "top_p")
             if not 0.0 < self.top_p <= 1.0:
                 raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.block_length is not None:
-            _check_int(self.block_length, "block_length")
+            check_int(self.block_length, "block_length")
             if self.block_length <= 0:
                 raise ValueError(f"block_length must be a positive int, got {self.block_length}")
         if self.remask is not None and self.remask not in REMASK_RULES:
             raise ValueError(f"remask must be None or one of {REMASK_RULES}, got {self.remask!r}")
-        _check_number(self.remask_ratio, "remask_ratio")
+        check_number(self.remask_ratio, "remask_ratio")
         if not 0.0 <= self.remask_ratio < 1.0:
             raise ValueError(f"remask_ratio must be in [0, 1), got {self.remask_ratio}")
-        _check_number(self.remask_temperature, "remask_temperature")
+        check_number(self.remask_temperature, "remask_temperature")
         if self.remask_temperature < 0:
             raise ValueError(f"remask_temperature must be >= 0, got {self.remask_temperature}")
-        _check_number(self.cfg_scale, "cfg_scale")
+        check_number(self.cfg_scale, "cfg_scale")
         if self.cfg_scale < 0:
             raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
         if not isinstance(self.logits_shift, bool):
@@ -179,59 +180,14 @@ class SamplerConfig:
             raise TypeError(f"stop_at_eos must be a bool, got {type(self.stop_at_eos).__name__}")
         if self.eos_token_id is not None:
             ids = [self.eos_token_id] if isinstance(self.eos_token_id, int) else self.eos_token_id
-            if isinstance(ids, (str, bytes)) or not all(_is_int(i) and i >= 0 for i in ids) or not len(ids):
+            if isinstance(ids, (str, bytes)) or not all(is_int(i) and i >= 0 for i in ids) or not len(ids):
                 raise TypeError(f"eos_token_id must be a non-negative int or a sequence of them, got {self.eos_token_id!r}")
         for name in ("suppress_token_ids", "defer_token_ids"):
             ids = getattr(self, name)
-            if isinstance(ids, (str, bytes)) or not all(_is_int(i) and i >= 0 for i in ids):
+            if isinstance(ids, (str, bytes)) or not all(is_int(i) and i >= 0 for i in ids):
                 raise TypeError(f"{name} must be non-negative ints, got {ids!r}")
         if self.seed is not None:
             check_seeds(self.seed)
         if not isinstance(self.return_history, bool):
             raise TypeError(f"return_history must be a bool, got {type(self.return_history).__name__}")
-        for name in ("on_step", "logits_hook"):
-            hook = getattr(self, name)
-            if hook is not None and not callable(hook):
-                raise TypeError(f"{name} must be callable, got {type(hook).__name__}")
 
-
-INT64_RANGE = (-2**63, 2**63 - 1)
-
-
-def check_seed(seed, name: str = "seed") -> None:
-    """An int seed must be an int that fits int64 (the random stream's state is an int64 tensor)."""
-    _check_int(seed, name)
-    if not INT64_RANGE[0] <= seed <= INT64_RANGE[1]:
-        raise ValueError(f"{name} must fit in int64 [-2**63, 2**63 - 1], got {seed}")
-
-
-def check_seeds(seeds, name: str = "seed") -> None:
-    """An int seed, or one per row: a non-empty sequence of int seeds or an int64 tensor ``[B]``."""
-    if isinstance(seeds, torch.Tensor):
-        if seeds.dtype != torch.int64 or seeds.dim() != 1 or seeds.numel() == 0 or seeds.is_meta:
-            raise TypeError(f"{name} as a tensor must be a non-empty int64 [B] tensor of per-row seeds, got "
-                            f"{seeds.dtype} {tuple(seeds.shape)}{' on meta' if seeds.is_meta else ''}")
-        return
-    if isinstance(seeds, (list, tuple)):
-        if not seeds:
-            raise ValueError(f"{name} must hold at least one seed")
-        for value in seeds:
-            check_seed(value, name)
-        return
-    check_seed(seeds, name)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_int(value, name: str) -> None:
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-
-
-def _check_number(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")

@@ -21,15 +21,15 @@ inside the launch, so a captured CUDA graph that advances the counter on the dev
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
 from fastdiff.backend import resolve_backend
-from fastdiff.config import check_seed
 from fastdiff.kernels import reference
 from fastdiff.kernels.utils import SCORE_KINDS
+from fastdiff.validation import (check_bool_mask, check_counts, check_holds_values, check_scalar, check_seed,
+                                 check_suppress_ids)
 
 Seed = Union[None, int, Sequence[int], torch.Tensor]
 Scalar = Union[float, int, torch.Tensor]
@@ -102,65 +102,6 @@ def _wrap_int64(value: int) -> int:
     return (value + 2**63) % 2**64 - 2**63
 
 
-def _capturing() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
-
-
-def _check_scalar(value, name: str, *, low: float, high: float, low_open: bool, integer: bool = False):
-    """Validate a scalar sampling parameter: a Python number, or a one-element tensor, whose value is
-    read and checked the same way except during a CUDA graph capture (where reading it would sync)."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
-        if integer and (value.is_floating_point() or value.dtype == torch.bool):
-            raise TypeError(f"{name} must be an integer, got a {value.dtype} tensor")
-        if value.is_complex():
-            raise TypeError(f"{name} must be real, got a {value.dtype} tensor")
-        if value.is_meta:
-            raise ValueError(f"{name} is on the meta device: it holds no value")
-        if _capturing():
-            return
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if integer and not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    bad_low = value <= low if low_open else value < low
-    if bad_low or value > high:
-        interval = f"{'(' if low_open else '['}{low}, {high}]"
-        raise ValueError(f"{name} must be in {interval}, got {value}")
-
-
-def _check_holds_values(tensor: torch.Tensor, name: str) -> None:
-    if tensor.is_meta:
-        raise ValueError(f"{name} is on the meta device: it holds no values")
-
-
-def _check_bool_mask(mask: torch.Tensor, name: str, shape: Tuple[int, ...], device: torch.device):
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"{name} must be a bool tensor, got {mask.dtype}")
-    if tuple(mask.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
-    if mask.device != device:
-        raise ValueError(f"{name} is on {mask.device}, expected {device}")
-
-
-def _suppress_tensor(suppress_ids, vocab: int, device: torch.device) -> Optional[torch.Tensor]:
-    if suppress_ids is None:
-        return None
-    ids = torch.as_tensor(suppress_ids, device=device)
-    if ids.is_floating_point() or ids.dtype == torch.bool:
-        raise TypeError(f"suppress_ids must hold integer token ids, got {ids.dtype}")
-    ids = ids.to(torch.int64).reshape(-1)
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
-        raise ValueError(f"suppress_ids must lie in [0, {vocab}), got ids from {int(ids.min())} to {int(ids.max())}")
-    return ids
-
-
 def sample_masked(
     logits: torch.Tensor,
     mask: torch.Tensor,
@@ -212,7 +153,7 @@ def sample_masked(
     """
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
-    _check_holds_values(logits, "logits")
+    check_holds_values(logits, "logits")
     if logits.dim() != 3:
         raise ValueError(f"logits must have shape [B, L, V], got {tuple(logits.shape)}")
     if logits.dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
@@ -220,19 +161,19 @@ def sample_masked(
     B, L, V = logits.shape
     if V < 1:
         raise ValueError("logits must have a non-empty vocabulary dimension")
-    _check_bool_mask(mask, "mask", (B, L), logits.device)
-    _check_scalar(temperature, "temperature", low=0.0, high=float("inf"), low_open=False)
+    check_bool_mask(mask, "mask", (B, L), logits.device)
+    check_scalar(temperature, "temperature", low=0.0, high=float("inf"), low_open=False)
     if top_k is not None:
-        _check_scalar(top_k, "top_k", low=1, high=float("inf"), low_open=False, integer=True)
+        check_scalar(top_k, "top_k", low=1, high=float("inf"), low_open=False, integer=True)
     if top_p is not None:
-        _check_scalar(top_p, "top_p", low=0.0, high=1.0, low_open=True)
+        check_scalar(top_p, "top_p", low=0.0, high=1.0, low_open=True)
     if score not in SCORE_KINDS:
         raise ValueError(f"score must be one of {SCORE_KINDS}, got {score!r}")
     if score_temperature is not None:
-        _check_scalar(score_temperature, "score_temperature", low=0.0, high=float("inf"), low_open=True)
+        check_scalar(score_temperature, "score_temperature", low=0.0, high=float("inf"), low_open=True)
     if not isinstance(logits_shift, bool):
         raise TypeError(f"logits_shift must be a bool, got {type(logits_shift).__name__}")
-    suppress = _suppress_tensor(suppress_ids, V, logits.device)
+    suppress = check_suppress_ids(suppress_ids, V, logits.device)
     return dispatch_sample_masked(resolve_backend(backend, logits.device), logits, mask,
                                   make_rng_state(seed, B, logits.device), temperature=temperature, top_k=top_k,
                                   top_p=top_p, score=score, suppress_ids=suppress, score_temperature=score_temperature,
@@ -267,26 +208,6 @@ def dispatch_sample_rows(backend: str, logits_rows, row_ids, rng_state, canvas_l
 
         return sample_rows_triton(_kernel_readable(logits_rows), row_ids, rng_state, canvas_length, **options)
     return reference.sample_rows_reference(logits_rows, row_ids, rng_state, canvas_length, **options)
-
-
-def _check_counts(k: torch.Tensor, name: str, rows: int, device: torch.device) -> torch.Tensor:
-    if isinstance(k, bool):
-        raise TypeError(f"{name} must be an int or an integer tensor [B], got bool")
-    if isinstance(k, int):
-        if k < 0:
-            raise ValueError(f"{name} must be >= 0, got {k}")
-        return torch.full((rows,), k, dtype=torch.int64, device=device)
-    if not isinstance(k, torch.Tensor):
-        raise TypeError(f"{name} must be an int or an integer tensor [B], got {type(k).__name__}")
-    if k.is_floating_point() or k.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor, got {k.dtype}")
-    if k.numel() == 1 and k.dim() <= 1:
-        k = k.reshape(1).expand(rows)
-    if tuple(k.shape) != (rows,):
-        raise ValueError(f"{name} must have shape [{rows}], got {tuple(k.shape)}")
-    if k.device != device:
-        raise ValueError(f"{name} is on {k.device}, expected {device}")
-    return k
 
 
 def select_topk(
@@ -324,17 +245,17 @@ def select_topk(
     """
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
-    _check_holds_values(scores, "scores")
+    check_holds_values(scores, "scores")
     if scores.dim() != 2:
         raise ValueError(f"scores must have shape [B, L], got {tuple(scores.shape)}")
     if scores.dtype != torch.float32:
         raise TypeError(f"scores must be float32, got {scores.dtype}")
     B, L = scores.shape
-    _check_bool_mask(eligible, "eligible", (B, L), scores.device)
-    k = _check_counts(k, "k", B, scores.device)
-    _check_scalar(position_temperature, "position_temperature", low=0.0, high=float("inf"), low_open=False)
+    check_bool_mask(eligible, "eligible", (B, L), scores.device)
+    k = check_counts(k, "k", B, scores.device)
+    check_scalar(position_temperature, "position_temperature", low=0.0, high=float("inf"), low_open=False)
     if threshold is not None:
-        _check_scalar(threshold, "threshold", low=float("-inf"), high=float("inf"), low_open=False)
+        check_scalar(threshold, "threshold", low=float("-inf"), high=float("inf"), low_open=False)
     return dispatch_select_topk(resolve_backend(backend, scores.device), scores, eligible, k,
                                 make_rng_state(seed, B, scores.device), position_temperature=position_temperature,
                                 threshold=threshold)
@@ -401,21 +322,21 @@ def commit_remask(
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dtype != dtype:
             raise TypeError(f"{name} must be {dtype}, got {t.dtype}")
-    _check_holds_values(canvas, "canvas")
+    check_holds_values(canvas, "canvas")
     if canvas.dim() != 2:
         raise ValueError(f"canvas must have shape [B, L], got {tuple(canvas.shape)}")
     B, L = canvas.shape
     for name, t in (("confidence", confidence), ("tokens", tokens), ("scores", scores)):
         if tuple(t.shape) != (B, L):
             raise ValueError(f"{name} must have shape {(B, L)}, got {tuple(t.shape)}")
-    _check_bool_mask(selected, "selected", (B, L), canvas.device)
-    _check_bool_mask(editable, "editable", (B, L), canvas.device)
-    n_remask = _check_counts(n_remask, "n_remask", B, canvas.device)
+    check_bool_mask(selected, "selected", (B, L), canvas.device)
+    check_bool_mask(editable, "editable", (B, L), canvas.device)
+    n_remask = check_counts(n_remask, "n_remask", B, canvas.device)
     if isinstance(mask_id, bool) or not isinstance(mask_id, int):
         raise TypeError(f"mask_id must be an int, got {type(mask_id).__name__}")
     if mask_id < 0:
         raise ValueError(f"mask_id must be a token id (>= 0), got {mask_id}")
-    _check_scalar(remask_temperature, "remask_temperature", low=0.0, high=float("inf"), low_open=False)
+    check_scalar(remask_temperature, "remask_temperature", low=0.0, high=float("inf"), low_open=False)
     dispatch_commit_remask(resolve_backend(backend, canvas.device), canvas, confidence, tokens, scores, selected,
                            editable, n_remask, mask_id, make_rng_state(seed, canvas.shape[0], canvas.device),
                            remask_temperature=remask_temperature)

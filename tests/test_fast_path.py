@@ -35,7 +35,7 @@ def fake_graphs(monkeypatch):
     capture = FakeCapture()
     monkeypatch.setattr(graphs, "capture_step", capture)
     monkeypatch.setattr(sampler_module.Sampler, "_graphs_wanted",
-                        lambda self, config, device, backend: self.cuda_graphs is not False)
+                        lambda self, hooks, device, backend: self.cuda_graphs is not False)
     return capture
 
 
@@ -196,7 +196,7 @@ def test_masked_head_buckets_are_powers_of_two(fake_graphs):
 
 def test_capture_failure_falls_back_to_eager_with_one_warning(monkeypatch):
     monkeypatch.setattr(graphs, "capture_step", FakeCapture(fail=True))
-    monkeypatch.setattr(sampler_module.Sampler, "_graphs_wanted", lambda self, config, device, backend: True)
+    monkeypatch.setattr(sampler_module.Sampler, "_graphs_wanted", lambda self, hooks, device, backend: True)
     model = MODELS["roberta"]()
     sampler = Sampler(model, 4, steps=4, seed=3, temperature=1.0)
     prompt = torch.randint(5, 300, (1, 4))
@@ -322,7 +322,7 @@ def test_capture_impossible_falls_back_on_cuda():
 def test_progress_callback_keeps_the_fast_path(monkeypatch, graphed):
     capture = FakeCapture()
     monkeypatch.setattr(graphs, "capture_step", capture)
-    monkeypatch.setattr(sampler_module.Sampler, "_graphs_wanted", lambda self, config, device, backend: graphed)
+    monkeypatch.setattr(sampler_module.Sampler, "_graphs_wanted", lambda self, hooks, device, backend: graphed)
     model = MODELS["roberta"]()
     shapes, calls = [], []
     model.lm_head.register_forward_hook(lambda module, inputs, output: shapes.append(output.dim()))

@@ -290,9 +290,8 @@ def test_cfg_formula_and_single_batched_forward():
     cond, uncond = _random_table(8, 10), _random_table(8, 11)
     model = PromptSensitiveModel(cond, uncond)
     seen = []
-    out = Sampler(model, MASK_ID, steps=6, cfg_scale=1.5,
-                  on_step=lambda step, canvas, logits: seen.append(logits.clone())).generate(
-        torch.tensor([[5, 6], [7, 8]]), gen_length=6)
+    out = Sampler(model, MASK_ID, steps=6, cfg_scale=1.5).generate(
+        torch.tensor([[5, 6], [7, 8]]), gen_length=6, on_step=lambda step, canvas, logits: seen.append(logits.clone()))
     assert model.batches == [4] * 6  # both inputs in one forward per step
     expected = uncond + 2.5 * (cond - uncond)
     assert torch.allclose(seen[0], expected.expand(2, -1, -1))
@@ -424,8 +423,8 @@ def test_history_and_hooks():
         logits[..., 26] = 50.0
         return logits
 
-    out = Sampler(OracleModel(table), MASK_ID, steps=4, return_history=True, on_step=on_step,
-                  logits_hook=logits_hook).generate(torch.tensor([[5, 6]]), gen_length=6)
+    out = Sampler(OracleModel(table), MASK_ID, steps=4, return_history=True).generate(
+        torch.tensor([[5, 6]]), gen_length=6, on_step=on_step, logits_hook=logits_hook)
     assert calls == [0, 1, 2, 3] and len(out.history) == 4
     assert out.sequences[0, 7] == 25
     assert (out.sequences[0, 2:7] == 26).all()

@@ -85,28 +85,6 @@ def cached_sampler(model, key: Hashable, build: Callable[[], Sampler]) -> Sample
     return sampler
 
 
-def check_flag(value, name: str) -> None:
-    """Raise ``TypeError`` naming ``name`` unless ``value`` is a bool."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-
-
-def check_token_id(value, name: str) -> None:
-    """Raise ``TypeError`` / ``ValueError`` naming ``name`` unless ``value`` is an int >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative token id, got {value}")
-
-
-def check_positive_int(value, name: str) -> None:
-    """Raise ``TypeError`` / ``ValueError`` naming ``name`` unless ``value`` is an int > 0."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-
-
 from fastdiff.compat import dream, llada, roberta_diffusion  # noqa: E402  (they use the helpers above)
 
 __all__ = ["llada", "dream", "roberta_diffusion", "cached_sampler", "WeakModelRunner", "SAMPLERS_PER_MODEL"]

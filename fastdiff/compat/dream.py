@@ -71,8 +71,9 @@ import numpy as np
 import torch
 from transformers.utils import ModelOutput
 
-from fastdiff.compat import WeakModelRunner, cached_sampler, check_flag, check_positive_int, check_token_id
+from fastdiff.compat import WeakModelRunner, cached_sampler
 from fastdiff.config import SamplerConfig
+from fastdiff.validation import check_flag, check_positive_int, check_token_id
 from fastdiff.sampler import Sampler
 
 ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")

@@ -51,8 +51,9 @@ from typing import Optional
 
 import torch
 
-from fastdiff.compat import WeakModelRunner, cached_sampler, check_flag, check_positive_int, check_token_id
+from fastdiff.compat import WeakModelRunner, cached_sampler
 from fastdiff.config import SamplerConfig
+from fastdiff.validation import check_flag, check_positive_int, check_token_id
 from fastdiff.sampler import Sampler
 
 LLADA_MASK_ID = 126336

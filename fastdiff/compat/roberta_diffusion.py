@@ -37,8 +37,9 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from fastdiff.compat import WeakModelRunner, cached_sampler, check_positive_int, check_token_id
+from fastdiff.compat import WeakModelRunner, cached_sampler
 from fastdiff.config import SamplerConfig
+from fastdiff.validation import check_positive_int, check_token_id
 from fastdiff.sampler import GenerationOutput, Sampler
 
 BLOG_CANVAS_LENGTH = 256

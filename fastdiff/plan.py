@@ -1,0 +1,159 @@
+"""The plan of a call: its steps laid over the blocks, each row's commit targets and each step's
+random-stream counter, as device tensors so that a step needs no host decision."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from fastdiff.config import SamplerConfig
+from fastdiff.schedule import allocate_steps, resolve_schedule, reveal_steps, schedule_counts
+
+# Smallest row bucket of the masked-row head under CUDA graphs (buckets are powers of two).
+MIN_ROW_BUCKET = 16
+
+
+@dataclass
+class Plan:
+    """Steps laid out over blocks. The step tensors are padded to a power of two past ``num_steps``, so
+    that captured graphs depend on the shapes, not on the count."""
+
+    num_steps: int  # G, the steps planned
+    block_masks: torch.Tensor  # bool [nb, L]: the positions of each block
+    block_first_step: torch.Tensor  # int64 [nb]
+    step_block: torch.Tensor  # int64 [capacity]
+    step_last: torch.Tensor  # bool [capacity]: last step of its block
+    target_after: torch.Tensor  # int64 [B, capacity]: masked positions the block should have left after the step
+    step_counter: torch.Tensor  # int64 [capacity]: the random-stream counter of each step, its index in the
+    # full plan (steps dropped from the ancestral plan keep their numbers, so a row's noise does not
+    # depend on which steps the other rows of the batch need)
+    row_bound: List[int]  # host, [G]: most positions a step can commit (all rows), for the masked-row head
+
+
+def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int, L: int, device: torch.device,
+              rng: torch.Tensor) -> Plan:
+    """Plan a call over the editable ``region = (lo, hi)`` of a ``[B, L]`` canvas.
+
+    ``row_counts``: a bool ``[B, L]`` tensor of the holes (infill), or anything else when every row
+    fills every position of the region (generation). ``rng``: the ``[B, 3]`` random state, whose
+    per-row seeds draw the ancestral reveal counts.
+    """
+    lo, hi = region
+    width = config.block_length or (hi - lo)
+    blocks = [(start, min(start + width, hi)) for start in range(lo, hi, width)]
+    if isinstance(row_counts, torch.Tensor):  # infill: count the holes of each row in each block
+        per_row = [[int(row_counts[r, s:e].sum()) for (s, e) in blocks] for r in range(B)]
+    else:
+        per_row = [[e - s for (s, e) in blocks] for _ in range(B)]
+    block_tokens = [max(per_row[r][b] for r in range(B)) for b in range(len(blocks))]
+    ancestral = config.unmask == "ancestral"
+    budget = config.steps if config.steps is not None else sum(block_tokens)
+    alloc = allocate_steps(budget, block_tokens, clamp=not ancestral)
+    commit_counts = _commit_counter(config, rng)
+
+    block_masks = torch.zeros(len(blocks), L, dtype=torch.bool)
+    first_step, step_block, step_last, step_counter, row_bound = [], [], [], [], []
+    targets = [[] for _ in range(B)]
+    for j, b in enumerate(b for b in range(len(blocks)) if alloc[b] > 0):
+        s, e = blocks[b]
+        block_masks[j, s:e] = True
+        counts = [commit_counts(per_row[r][b], alloc[b], r) for r in range(B)]
+        # an ancestral step that reveals nothing in any row needs no forward pass
+        kept = sorted(set().union(*counts)) if ancestral else list(range(alloc[b]))
+        step_counter += [sum(alloc[:b]) + i for i in kept]
+        first_step.append(len(step_block))
+        step_block += [j] * len(kept)
+        step_last += [False] * (len(kept) - 1) + [True]
+        bound = [0] * len(kept)
+        for r in range(B):
+            after = _left_after(per_row[r][b], counts[r], kept)
+            targets[r] += after
+            bound = [x + y for x, y in zip(bound, _bound_before(config, per_row[r][b], after))]
+        row_bound += bound
+    num_steps = len(step_block)
+    padding = (1 << max(num_steps - 1, 0).bit_length()) - num_steps
+
+    def steps_tensor(values, dtype=torch.int64):
+        return torch.tensor(values, dtype=dtype, device=device)
+
+    return Plan(
+        num_steps=num_steps,
+        block_masks=block_masks[:len(first_step)].to(device),
+        block_first_step=steps_tensor(first_step),
+        step_block=steps_tensor(step_block + [len(first_step) - 1] * padding),
+        step_last=steps_tensor(step_last + [True] * padding, torch.bool),
+        target_after=steps_tensor([t + [0] * padding for t in targets]),
+        step_counter=steps_tensor(step_counter + [sum(alloc) + i for i in range(padding)]),
+        row_bound=row_bound,
+    )
+
+
+def _commit_counter(config: SamplerConfig, rng: torch.Tensor) -> Callable[[int, int, int], Dict[int, int]]:
+    """``counts(n, s, row)``: tokens a row with ``n`` masked positions commits at each of a block's ``s``
+    steps, by step (steps that commit nothing may be left out)."""
+    schedule = resolve_schedule(config.schedule)
+    if config.unmask != "ancestral":
+        cache: Dict[Tuple[int, int], Dict[int, int]] = {}
+
+        def scheduled_counts(n: int, s: int, row: int) -> Dict[int, int]:
+            if (n, s) not in cache:  # rows with the same count share the schedule's counts
+                cache[n, s] = dict(enumerate(schedule_counts(schedule, n, s))) if n else {}
+            return cache[n, s]
+
+        return scheduled_counts
+    # the ancestral reveal counts of row r are drawn from its own seed
+    generators = [torch.Generator().manual_seed(seed) for seed in rng[:, 0].tolist()]
+
+    def ancestral_counts(n: int, s: int, row: int) -> Dict[int, int]:
+        # MDLM / SEDD ancestral law: with t_i the masked fraction before step i, each position is
+        # revealed at step i with probability t_i - t_{i+1}, independently; which ones is uniform.
+        # Drawn as n reveal times (v uniform in (0, 1]: the step with t_{i+1} < v <= t_i), so the
+        # cost follows n, not the number of steps
+        if n == 0:
+            return {}
+        v = 1.0 - torch.rand(n, generator=generators[row], dtype=torch.float64)
+        return dict(Counter(reveal_steps(config.schedule, v, n, s).tolist()))
+
+    return ancestral_counts
+
+
+def _left_after(n: int, counts: Dict[int, int], kept: List[int]) -> List[int]:
+    """Masked positions a row with ``n`` in the block has left after each kept step."""
+    after = []
+    for i in kept:
+        n -= counts.get(i, 0)
+        after.append(n)
+    return after
+
+
+def _bound_before(config: SamplerConfig, n: int, targets: List[int]) -> List[int]:
+    """Masked positions a row can still have in the block before each step: the plan's target, unless
+    commits can fall short of it (threshold: at least one per step) or masks come back (remasking)."""
+    if config.remask is not None:
+        return [n] * len(targets)
+    if config.threshold is not None:
+        return [max(n - i, 0) for i in range(len(targets))]
+    return [n] + targets[:-1]
+
+
+def can_stop_early(config: SamplerConfig) -> bool:
+    """Whether a call may end before its last planned step (the plan step and the host step count can
+    then part ways)."""
+    return config.threshold is not None or bool(config.eos_ids and config.stop_at_eos)
+
+
+def row_buckets(plan: Plan, config: SamplerConfig, uses_head: bool, graphed: bool, B: int,
+                L: int) -> List[Optional[int]]:
+    """Rows the masked-row head gathers at each step (None: the full head). Graphs round them up to
+    powers of two so that a few captures cover all steps; if the call can end early, the device may
+    skip steps, so every step takes the largest."""
+    if not uses_head:
+        return [None] * plan.num_steps
+    bounds = plan.row_bound
+    if can_stop_early(config):
+        bounds = [max(bounds)] * plan.num_steps
+    if graphed:
+        bounds = [min(max(MIN_ROW_BUCKET, 1 << (max(b, 1) - 1).bit_length()), B * L) for b in bounds]
+    return bounds

@@ -1,0 +1,322 @@
+"""One denoising step: canvas -> forward (with CFG) -> sample the masked positions -> select the ones
+to commit -> commit / remask -> EOS. Device tensors only, so the same code runs eagerly and inside a
+captured CUDA graph."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from fastdiff import ops
+from fastdiff.config import SamplerConfig
+from fastdiff.model import ModelRunner
+from fastdiff.plan import Plan
+from fastdiff.validation import check_callable, check_hook_logits, check_replacement
+
+
+@dataclass
+class StepState:
+    """Everything a step reads and writes, on the device."""
+
+    canvas: torch.Tensor  # int64 [B, L]
+    confidence: torch.Tensor  # fp32 [B, L]
+    editable: torch.Tensor  # bool [B, L]: positions the sampler fills
+    fixed: torch.Tensor  # bool [B, L]: prompt / fixed tokens (masked in the unconditional CFG input)
+    attention_mask: Optional[torch.Tensor]  # int64 [B, L], None without padding
+    position_ids: Optional[torch.Tensor]
+    done: torch.Tensor  # bool [B]
+    step: torch.Tensor  # int64 []: the plan step to run next
+    nfe: torch.Tensor  # int64 []: steps run that had work
+    work_left: torch.Tensor  # bool []: some editable position is still masked in an unfinished row
+    rng: torch.Tensor  # int64 [B, 3]: each row's (seed, counter, origin), see fastdiff.ops
+    bad_step: torch.Tensor  # int64 []: first step with NaN / inf logits, -1 if none
+    params: Dict[str, torch.Tensor]  # the config's numbers as device scalars (graphs reuse across values)
+    suppress_ids: torch.Tensor  # int64 [S]
+    defer_ids: Optional[torch.Tensor]  # int64 [D]
+    eos_ids: Optional[torch.Tensor]  # int64 [E]
+
+
+def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, canvas: torch.Tensor,
+              editable: torch.Tensor, real: torch.Tensor, padded: bool, rng: torch.Tensor) -> StepState:
+    """The state before the first step of a call on ``canvas`` (int64 ``[B, L]``, holding the mask token
+    at the ``editable`` positions; ``real``: bool ``[B, L]``, false at padding)."""
+    device = canvas.device
+    B, L = canvas.shape
+    attention = real.to(torch.int64) if padded else None
+
+    def scalar(value, dtype=torch.float32):
+        return torch.tensor(value, dtype=dtype, device=device)
+
+    def ids(values):
+        return torch.tensor(list(values), dtype=torch.int64, device=device) if values else None
+
+    params = {
+        "temperature": scalar(config.temperature),
+        "score_temperature": scalar(config.score_temperature or 1.0),
+        "top_k": scalar(config.top_k or 1, torch.int32),
+        "top_p": scalar(config.top_p or 1.0),
+        "threshold": scalar(config.threshold or 0.0),
+        "position_temperature": scalar(config.position_temperature),
+        "remask_ratio": scalar(config.remask_ratio),
+        "remask_temperature": scalar(config.remask_temperature),
+        "cfg_scale": scalar(config.cfg_scale),
+    }
+    return StepState(
+        canvas=canvas,
+        confidence=torch.full((B, L), float("nan"), dtype=torch.float32, device=device),
+        editable=editable,
+        fixed=real & ~editable,
+        attention_mask=attention,
+        position_ids=runner.position_ids(attention) if padded else None,
+        done=torch.zeros(B, dtype=torch.bool, device=device),
+        step=torch.zeros((), dtype=torch.int64, device=device),
+        nfe=torch.zeros((), dtype=torch.int64, device=device),
+        work_left=(editable & (canvas == mask_token_id)).any(),
+        rng=rng,
+        bad_step=torch.full((), -1, dtype=torch.int64, device=device),
+        params=params,
+        suppress_ids=ids(sorted(set(config.suppress_token_ids) | {mask_token_id})),
+        defer_ids=ids(config.defer_token_ids),
+        eos_ids=ids(config.eos_ids) if config.stop_at_eos else None,
+    )
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """The per-step Python hooks of a call; with any of them, steps run eagerly with the whole model."""
+
+    on_step: Optional[Callable] = None
+    logits_hook: Optional[Callable] = None
+
+    def __post_init__(self):
+        check_callable(self.on_step, "on_step")
+        check_callable(self.logits_hook, "logits_hook")
+
+    def __bool__(self) -> bool:
+        return self.on_step is not None or self.logits_hook is not None
+
+
+class Denoiser:
+    """The step function of one call's settings: ``denoiser(state, plan, bucket)`` advances ``state`` by
+    one step.
+
+    Args:
+        runner: the model.
+        mask_token_id: the mask token.
+        config: the call's settings.
+        backend: the resolved ops backend, ``"torch"`` or ``"triton"``.
+        hooks: the call's hooks: ``logits_hook`` runs before sampling, and with any hook the returned
+            logits are the ones each position is sampled from (shifted with ``logits_shift``).
+    """
+
+    def __init__(self, runner: ModelRunner, mask_token_id: int, config: SamplerConfig, backend: str,
+                 hooks: Hooks = Hooks()):
+        self.runner = runner
+        self.mask_token_id = mask_token_id
+        self.config = config
+        self.backend = backend
+        self.hooks = hooks
+
+    def __call__(self, st: StepState, plan: Plan, bucket: Optional[int], step_index: int = 0):
+        """Advance to a step with work, run it, update the flags. Returns the full logits (None with the
+        masked-row head: ``bucket`` rows gathered; None bucket: the whole model)."""
+        st.nfe.add_(self._advance_to_work(st, plan).to(torch.int64))
+        logits = self._step(st, plan, bucket, step_index)
+        st.work_left.copy_(self.work(st).any())
+        return logits
+
+    def work(self, st: StepState) -> torch.Tensor:
+        """bool ``[B, L]``: editable positions still masked in unfinished rows."""
+        return st.editable & (st.canvas == self.mask_token_id) & ~st.done[:, None]
+
+    def _advance_to_work(self, st: StepState, plan: Plan) -> torch.Tensor:
+        """Move ``st.step`` to the first step of the first block, from the current one on, that still
+        has a masked position to fill; returns whether there is one (a device bool)."""
+        work = self.work(st).any(dim=0)
+        block_has_work = (plan.block_masks & work).any(dim=-1)
+        step = st.step.clamp(max=len(plan.step_block) - 1)
+        current = plan.step_block[step]
+        later = block_has_work & (torch.arange(len(block_has_work), device=work.device) >= current)
+        jump = plan.block_first_step[torch.argmax(later.to(torch.int32))]
+        any_left = later.any()
+        st.step.copy_(torch.where(block_has_work[current], step,
+                                  torch.where(any_left, jump, torch.full_like(step, plan.num_steps))))
+        return any_left
+
+    def _step(self, st: StepState, plan: Plan, bucket: Optional[int], step_index: int) -> Optional[torch.Tensor]:
+        g = st.step.clamp(max=len(plan.step_block) - 1)  # past the end (no work left) nothing is committed
+        editable_now = st.editable & plan.block_masks[plan.step_block[g]] & ~st.done[:, None]
+        eligible = editable_now & (st.canvas == self.mask_token_id)
+        st.rng[:, 1].copy_(plan.step_counter[g])
+
+        if bucket is None:
+            tokens, scores, logits = self._sample_full(st, eligible, step_index)
+        else:
+            tokens, scores = self._sample_rows(st, eligible, bucket)
+            logits = None
+        if st.defer_ids is not None:
+            scores = torch.where(equals_any(tokens, st.defer_ids), float("-inf"), scores)
+        bad = (torch.isnan(scores) & eligible).any()
+        st.bad_step.copy_(torch.where((st.bad_step < 0) & bad, st.nfe - 1, st.bad_step))
+
+        last = plan.step_last[g]
+        selected = self._select(st, scores, eligible, plan.target_after.index_select(1, g.reshape(1))[:, 0], last)
+        ops.dispatch_commit_remask(self.backend, st.canvas, st.confidence, tokens, scores, selected, editable_now,
+                                   self._remask_counts(st, selected, last), self.mask_token_id, st.rng,
+                                   remask_temperature=st.params["remask_temperature"])
+        if st.eos_ids is not None:
+            _finish_rows_at_eos(st, self.mask_token_id)
+        st.step.add_(1)
+        return logits
+
+    def _select(self, st: StepState, scores, eligible, target_after, last) -> torch.Tensor:
+        """The positions to commit: ``n_masked - target_after`` per row by the unmasking rule, or the
+        confident ones (threshold; everything left at a block's last step)."""
+        config, params = self.config, st.params
+        n_masked = eligible.sum(dim=-1)
+        k = (n_masked - target_after).clamp(min=0)
+        if config.threshold is not None:
+            threshold = torch.where(last, float("-inf"), params["threshold"])
+            return ops.dispatch_select_topk(self.backend, scores, eligible, n_masked, st.rng,
+                                            position_temperature=params["position_temperature"], threshold=threshold)
+        if config.unmask in ("random", "ancestral"):  # uniform positions: Gumbel-top-k of equal scores
+            return ops.dispatch_select_topk(self.backend, torch.zeros_like(scores), eligible, k, st.rng,
+                                            position_temperature=1.0, threshold=None)
+        return ops.dispatch_select_topk(self.backend, scores, eligible, k, st.rng,
+                                        position_temperature=params["position_temperature"], threshold=None)
+
+    def _remask_counts(self, st: StepState, selected, last) -> torch.Tensor:
+        """Tokens each row re-masks after committing: ``floor(ratio * committed)``, none at a block's end."""
+        if self.config.remask is None:
+            return torch.zeros(selected.shape[0], dtype=torch.int64, device=selected.device)
+        committed = selected.sum(dim=-1).to(torch.float32)
+        n_remask = torch.floor(st.params["remask_ratio"] * committed).to(torch.int64)
+        return torch.where(last, torch.zeros_like(n_remask), n_remask)
+
+    # ------------------------------------------------------------------------------------------
+    # forward and sampling
+    # ------------------------------------------------------------------------------------------
+    def _model_inputs(self, st: StepState):
+        """The canvas batch (with the unconditional copy for CFG), its attention mask and positions."""
+        ids, attention, positions = st.canvas, st.attention_mask, st.position_ids
+        if self.config.cfg_scale > 0:
+            ids = torch.cat([ids, st.canvas.masked_fill(st.fixed, self.mask_token_id)])
+            attention = torch.cat([attention, attention]) if attention is not None else None
+            positions = torch.cat([positions, positions]) if positions is not None else None
+        return ids, attention, positions
+
+    def _guide(self, logits: torch.Tensor, st: StepState) -> torch.Tensor:
+        """CFG: ``u + (s + 1) (c - u)`` from the conditional and unconditional halves, in fp32."""
+        if self.config.cfg_scale <= 0:
+            return logits
+        cond, uncond = logits.float().chunk(2)
+        return uncond + (st.params["cfg_scale"] + 1.0) * (cond - uncond)
+
+    def _check_vocab(self, vocab: int) -> None:
+        if self.mask_token_id >= vocab:
+            raise ValueError(f"mask_token_id={self.mask_token_id} is outside the model's vocabulary [0, {vocab})")
+        if any(i >= vocab for i in self.config.suppress_token_ids):
+            raise ValueError(f"suppress_token_ids must lie in [0, {vocab}), got {list(self.config.suppress_token_ids)}")
+
+    def _sample_options(self, st: StepState) -> dict:
+        config, params = self.config, st.params
+        return dict(temperature=params["temperature"],
+                    top_k=params["top_k"] if config.top_k is not None else None,
+                    top_p=params["top_p"] if config.top_p is not None else None,
+                    score=config.score_kind, suppress_ids=st.suppress_ids,
+                    score_temperature=params["score_temperature"] if config.score_temperature is not None else None)
+
+    def _sample_full(self, st: StepState, eligible, step_index: int):
+        """The whole model, then sampling at the eligible positions; returns tokens, scores, logits."""
+        logits = self._guide(self.runner(*self._model_inputs(st)), st)
+        self._check_vocab(logits.shape[-1])
+        shift = self.config.logits_shift
+        if shift and self.hooks:  # hooks see the logits each position is sampled from
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            shift = False
+        if self.hooks.logits_hook is not None:
+            logits = check_hook_logits(self.hooks.logits_hook(step_index, st.canvas, logits), logits)
+        tokens, scores = ops.dispatch_sample_masked(self.backend, logits, eligible, st.rng, logits_shift=shift,
+                                                    **self._sample_options(st))
+        return tokens, scores, logits
+
+    def _sample_rows(self, st: StepState, eligible, bucket: int):
+        """The encoder, then the LM head on ``bucket`` gathered rows: the eligible positions in canvas
+        order, padded with ``-1``; returns tokens and scores scattered back to ``[B, L]``."""
+        B, L = eligible.shape
+        flat = eligible.reshape(-1)
+        slot = torch.cumsum(flat.to(torch.int64), 0) - 1
+        slot = torch.where(flat & (slot < bucket), slot, bucket)  # slot `bucket` is a dump
+        row_ids = torch.full((bucket + 1,), -1, dtype=torch.int64, device=flat.device)
+        row_ids = row_ids.scatter(0, slot, torch.arange(B * L, device=flat.device))[:bucket]
+        source = row_ids.clamp(min=0)
+        if self.config.logits_shift:  # position l reads the hidden state of l - 1 (position 0 its own)
+            source = source - (source % L > 0).to(torch.int64)
+        hidden = self.runner.encode(*self._model_inputs(st))
+        hidden = hidden.reshape(-1, hidden.shape[-1])
+        rows = torch.cat([hidden[source], hidden[source + B * L]]) if self.config.cfg_scale > 0 else hidden[source]
+        logits = self._guide(self.runner.head(rows), st)
+        self._check_vocab(logits.shape[-1])
+        row_tokens, row_scores = ops.dispatch_sample_rows(self.backend, logits, row_ids, st.rng, L,
+                                                          **self._sample_options(st))
+        target = torch.where(row_ids >= 0, row_ids, B * L)
+        tokens = torch.full((B * L + 1,), -1, dtype=torch.int64, device=flat.device).scatter(0, target, row_tokens)
+        scores = torch.full((B * L + 1,), float("-inf"), device=flat.device).scatter(0, target, row_scores)
+        return tokens[:-1].reshape(B, L), scores[:-1].reshape(B, L)
+
+
+def run_eagerly(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Optional[int]], *, keep_history: bool,
+                progress: Optional[Callable[[int, int], None]]) -> Optional[List[torch.Tensor]]:
+    """Run the planned steps one by one on the host until no work is left, with the hooks; returns the
+    canvas history (``None`` unless ``keep_history``)."""
+    on_step = denoise.hooks.on_step
+    history = [] if keep_history else None
+    step = 0
+    while step < plan.num_steps and bool(st.work_left):
+        logits = denoise(st, plan, buckets[step], step)
+        raise_if_bad(st)
+        if on_step is not None:
+            replaced = on_step(step, st.canvas, logits)
+            if replaced is not None:
+                check_replacement(replaced, st.canvas)
+                st.canvas.copy_(replaced)
+                st.work_left.copy_(denoise.work(st).any())
+        if history is not None:
+            history.append(st.canvas.clone())
+        step += 1
+        if progress is not None:
+            progress(step, plan.num_steps)
+    return history
+
+
+def raise_if_bad(st: StepState) -> None:
+    """The step's NaN / +inf check, read on the host."""
+    bad_step = int(st.bad_step)
+    if bad_step >= 0:
+        raise ValueError(f"the model returned NaN or +inf logits (or logits leaving no token to draw) at step {bad_step}")
+
+
+def _finish_rows_at_eos(st: StepState, mask_token_id: int) -> None:
+    """A row is finished once its first generated EOS has nothing masked before it; the positions after
+    that EOS become the same EOS token."""
+    B, L = st.canvas.shape
+    positions = torch.arange(L, device=st.canvas.device)
+    is_eos = equals_any(st.canvas, st.eos_ids) & st.editable
+    has_eos = is_eos.any(dim=-1)
+    first = torch.where(has_eos, torch.argmax(is_eos.to(torch.int32), dim=-1),
+                        torch.full_like(has_eos, L, dtype=torch.int64))
+    before = positions[None, :] < first[:, None]
+    pending = (st.editable & before & (st.canvas == mask_token_id)).any(dim=-1)
+    newly_done = has_eos & ~pending & ~st.done
+    after = st.editable & (positions[None, :] > first[:, None]) & newly_done[:, None]
+    eos_token = torch.gather(st.canvas, 1, first.clamp(max=L - 1)[:, None])
+    st.canvas.copy_(torch.where(after, eos_token, st.canvas))
+    st.confidence.masked_fill_(after, float("nan"))
+    st.done.logical_or_(newly_done)
+
+
+def equals_any(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``torch.isin(values, ids)`` as a broadcast compare over the few ``ids``: isin may sort and
+    synchronise, which a captured step must not."""
+    return (values[..., None] == ids).any(dim=-1)
