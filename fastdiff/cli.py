@@ -26,7 +26,6 @@ import argparse
 import collections.abc
 import dataclasses
 import importlib.util
-import inspect
 import json
 import os
 import re
@@ -83,24 +82,6 @@ class _Parser(argparse.ArgumentParser):
 # ----------------------------------------------------------------------------------------------
 # SamplerConfig fields as flags
 # ----------------------------------------------------------------------------------------------
-def _field_docs() -> Dict[str, str]:
-    """Each field's entry in the ``Attributes:`` section of SamplerConfig's docstring, ``name -> text``."""
-    docs: Dict[str, str] = {}
-    lines = inspect.cleandoc(SamplerConfig.__doc__ or "").splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == "Attributes:"), len(lines))
-    name = None
-    for line in lines[start + 1:]:
-        entry = re.match(r"^ {4}(\w+): (.*)$", line)
-        if entry:
-            name = entry.group(1)
-            docs[name] = entry.group(2)
-        elif name and line.startswith(" " * 8):
-            docs[name] += " " + line.strip()
-        elif line.strip():
-            break
-    return {key: text.replace("``", "").rstrip(".") for key, text in docs.items()}
-
-
 def _int_list(text: str) -> Tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(","))
@@ -137,10 +118,9 @@ def sampler_fields(exclude: Sequence[str] = ()) -> List[dataclasses.Field]:
 def _add_sampler_flags(parser: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
     group = parser.add_argument_group("sampler options (fastdiff.SamplerConfig; default: the library's)")
     hints = typing.get_type_hints(SamplerConfig)
-    docs = _field_docs()
     defaults = SamplerConfig()
     for f in sampler_fields(exclude):
-        help_text = docs.get(f.name, "")
+        help_text = f.metadata["help"].replace("``", "").rstrip(".")
         default = getattr(defaults, f.name)
         if isinstance(default, bool):
             help_text += f" (default: {'on' if default else 'off'})"

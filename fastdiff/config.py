@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Tuple, Union
 
@@ -14,89 +15,91 @@ UNMASK_RULES = ("confidence", "margin", "entropy", "random", "ancestral")
 REMASK_RULES = ("low_confidence",)
 
 
+def option(default=dataclasses.MISSING, *, help: str, factory=dataclasses.MISSING):
+    """A SamplerConfig field whose ``metadata["help"]`` documents it."""
+    return field(default=default, default_factory=factory, metadata={"help": help})
+
+
+def _with_attribute_docs(cls):
+    """Append an ``Attributes:`` section built from the fields' ``help`` metadata to the docstring."""
+    entries = [textwrap.fill(f"{f.name}: {f.metadata['help']}", 100, initial_indent=" " * 8,
+                             subsequent_indent=" " * 12, break_on_hyphens=False) for f in dataclasses.fields(cls)]
+    cls.__doc__ = cls.__doc__.rstrip() + "\n\n    Attributes:\n" + "\n".join(entries) + "\n"
+    return cls
+
+
+@_with_attribute_docs
 @dataclass
 class SamplerConfig:
     """Decoding options. Every field can also be passed as a keyword to ``Sampler(...)``,
-    ``generate(...)`` and ``infill(...)``.
-
-    Attributes:
-        steps: budget of denoising steps (model forward passes) for the whole generation. ``None``:
-            one step per token to generate. It is spread over blocks in proportion to their tokens
-            (equal blocks: evenly, remainder to the first blocks), and clamped to the number of tokens
-            to generate, so no forward pass is ever wasted on a step that could commit nothing. With
-            ``unmask="ancestral"`` it is the time grid instead (MDLM often uses 1000 steps): not
-            clamped, and the steps that reveal nothing in any row run no forward pass.
-        schedule: tokens committed per step inside a block: ``"linear"`` (equal, remainder
-            front-loaded), ``"cosine"`` (MaskGIT) or a callable ``(n_tokens, n_steps) -> counts``.
-        unmask: which masked positions are committed: ``"confidence"`` (probability of the drawn
-            token), ``"margin"`` (top-1 minus top-2 probability), ``"entropy"`` (negative entropy),
-            ``"random"`` (uniformly at random), or ``"ancestral"`` (each masked position revealed
-            independently with probability ``(t - s) / t``, MDLM / SEDD-absorbing / Dream's ``origin``;
-            ``t`` and ``s`` are the schedule's masked fractions before and after the step: ``1 - i/steps``
-            for linear, ``cos(pi/2 i/steps)`` for cosine. The per-row reveal counts are drawn from that
-            binomial law when the call is planned and the positions chosen uniformly, which is the same
-            law; a block's last step reveals all that is left).
-        threshold: with ``"confidence"`` or ``"margin"``: commit every masked position of the block
-            whose score is ``>= threshold``, at least one per row, so counts differ per row and a block
-            may finish early. The last step of a block's budget commits whatever is left.
-        position_temperature: ``tau > 0`` chooses positions by Gumbel-top-k on ``score / tau``
-            (sampling without replacement) instead of plain top-k.
-        temperature: token sampling temperature; ``0`` is argmax. Scores are measured on
-            ``softmax(logits / T)`` after top-k / top-p / suppression (``T = 1`` for argmax).
-        score_temperature: measure the scores at this temperature instead (over the same kept
-            tokens); LLaDA measures confidence untempered, ``1.0``. ``None``: the sampling one.
-        top_k: keep only the ``top_k`` most likely tokens (ties kept).
-        top_p: nucleus sampling in ``(0, 1]``, applied after ``top_k``.
-        block_length: semi-autoregressive blocks over the generated span, left to right; nothing
-            outside the current block is committed. The last block may be shorter.
-        remask: ``None`` or ``"low_confidence"`` (ReMDM-style): after each commit except a block's
-            last step, re-mask the ``floor(remask_ratio * committed)`` committed generated tokens of the
-            block with the lowest confidence recorded at commit time. Prompt and fixed positions are
-            never re-masked and the sampler still ends with no mask left.
-        remask_ratio: in ``[0, 1)``, see ``remask``.
-        remask_temperature: ``> 0`` makes the re-mask choice Gumbel-perturbed.
-        cfg_scale: classifier-free guidance ``s``: ``logits = u + (s + 1) (c - u)``, where the
-            unconditional input is the canvas with prompt (fixed) positions set to the mask token. Both
-            inputs run in one batched forward.
-        logits_shift: for AR-initialised models (Dream): position ``i`` takes the logits of ``i - 1``.
-        eos_token_id: end-of-sequence id (or ids).
-        stop_at_eos: with ``eos_token_id``: a row is finished once it has committed EOS and everything
-            before it is decoded; the positions after it become that EOS, and the call ends early once
-            every row is finished.
-        suppress_token_ids: ids that are never sampled. The mask token is always suppressed.
-        defer_token_ids: positions whose drawn token is one of these get the lowest score, so they are
-            committed after every other position of the block (LLaDA's low-confidence EOS / EoT).
-        seed: an int, or one seed per row (a sequence of ints or an int64 tensor ``[B]``); the same
-            seeds give the same output. An int ``s`` gives row ``b`` the seed ``s + b``. A row's draws
-            depend only on its own seed and prompt, not on the other rows or on its left padding.
-            ``None`` draws an int from torch's default generator.
-        return_history: keep a copy of the canvas after every step in ``GenerationOutput.history``.
-
-    The per-step hooks ``on_step`` and ``logits_hook`` are arguments of :meth:`Sampler.generate` /
-    :meth:`Sampler.infill`, not settings.
+    ``generate(...)`` and ``infill(...)``. Each field's ``help`` metadata documents it, and is the help
+    of its ``fastdiff`` command-line flag. The per-step hooks ``on_step`` and ``logits_hook`` are
+    arguments of :meth:`Sampler.generate` / :meth:`Sampler.infill`, not settings.
     """
 
-    steps: Optional[int] = None
-    schedule: Union[str, ScheduleFn] = "linear"
-    unmask: str = "confidence"
-    threshold: Optional[float] = None
-    position_temperature: float = 0.0
-    temperature: float = 0.0
-    score_temperature: Optional[float] = None
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
-    block_length: Optional[int] = None
-    remask: Optional[str] = None
-    remask_ratio: float = 0.25
-    remask_temperature: float = 0.0
-    cfg_scale: float = 0.0
-    logits_shift: bool = False
-    eos_token_id: Union[int, Sequence[int], None] = None
-    stop_at_eos: bool = True
-    suppress_token_ids: Sequence[int] = field(default_factory=tuple)
-    defer_token_ids: Sequence[int] = field(default_factory=tuple)
-    seed: Union[int, Sequence[int], torch.Tensor, None] = None
-    return_history: bool = False
+    steps: Optional[int] = option(None, help=(
+        "budget of denoising steps (model forward passes) for the whole generation. ``None``: one step per token "
+        "to generate. It is spread over blocks in proportion to their tokens (equal blocks: evenly, remainder to "
+        "the first blocks), and clamped to the number of tokens to generate, so no forward pass is ever wasted on "
+        'a step that could commit nothing. With ``unmask="ancestral"`` it is the time grid instead (MDLM often '
+        "uses 1000 steps): not clamped, and the steps that reveal nothing in any row run no forward pass."))
+    schedule: Union[str, ScheduleFn] = option("linear", help=(
+        'tokens committed per step inside a block: ``"linear"`` (equal, remainder front-loaded), ``"cosine"`` '
+        "(MaskGIT) or a callable ``(n_tokens, n_steps) -> counts``."))
+    unmask: str = option("confidence", help=(
+        'which masked positions are committed: ``"confidence"`` (probability of the drawn token), '
+        '``"margin"`` (top-1 minus top-2 probability), ``"entropy"`` (negative entropy), ``"random"`` '
+        '(uniformly at random), or ``"ancestral"`` (each masked position revealed independently with '
+        "probability ``(t - s) / t``, MDLM / SEDD-absorbing / Dream's ``origin``; ``t`` and ``s`` are the "
+        "schedule's masked fractions before and after the step: ``1 - i/steps`` for linear, ``cos(pi/2 i/steps)`` "
+        "for cosine. The per-row reveal counts are drawn from that binomial law when the call is planned and the "
+        "positions chosen uniformly, which is the same law; a block's last step reveals all that is left)."))
+    threshold: Optional[float] = option(None, help=(
+        'with ``"confidence"`` or ``"margin"``: commit every masked position of the block whose score is ``>= '
+        "threshold``, at least one per row, so counts differ per row and a block may finish early. The last step "
+        "of a block's budget commits whatever is left."))
+    position_temperature: float = option(0.0, help=(
+        "``tau > 0`` chooses positions by Gumbel-top-k on ``score / tau`` (sampling without replacement) instead "
+        "of plain top-k."))
+    temperature: float = option(0.0, help=(
+        "token sampling temperature; ``0`` is argmax. Scores are measured on ``softmax(logits / T)`` after top-k "
+        "/ top-p / suppression (``T = 1`` for argmax)."))
+    score_temperature: Optional[float] = option(None, help=(
+        "measure the scores at this temperature instead (over the same kept tokens); LLaDA measures confidence "
+        "untempered, ``1.0``. ``None``: the sampling one."))
+    top_k: Optional[int] = option(None, help="keep only the ``top_k`` most likely tokens (ties kept).")
+    top_p: Optional[float] = option(None, help="nucleus sampling in ``(0, 1]``, applied after ``top_k``.")
+    block_length: Optional[int] = option(None, help=(
+        "semi-autoregressive blocks over the generated span, left to right; nothing outside the current block is "
+        "committed. The last block may be shorter."))
+    remask: Optional[str] = option(None, help=(
+        "``None`` or ``\"low_confidence\"`` (ReMDM-style): after each commit except a block's last step, re-mask "
+        "the ``floor(remask_ratio * committed)`` committed generated tokens of the block with the lowest "
+        "confidence recorded at commit time. Prompt and fixed positions are never re-masked and the sampler still "
+        "ends with no mask left."))
+    remask_ratio: float = option(0.25, help="in ``[0, 1)``, see ``remask``.")
+    remask_temperature: float = option(0.0, help="``> 0`` makes the re-mask choice Gumbel-perturbed.")
+    cfg_scale: float = option(0.0, help=(
+        "classifier-free guidance ``s``: ``logits = u + (s + 1) (c - u)``, where the unconditional input is the "
+        "canvas with prompt (fixed) positions set to the mask token. Both inputs run in one batched forward."))
+    logits_shift: bool = option(False, help=(
+        "for AR-initialised models (Dream): position ``i`` takes the logits of ``i - 1``."))
+    eos_token_id: Union[int, Sequence[int], None] = option(None, help="end-of-sequence id (or ids).")
+    stop_at_eos: bool = option(True, help=(
+        "with ``eos_token_id``: a row is finished once it has committed EOS and everything before it is decoded; "
+        "the positions after it become that EOS, and the call ends early once every row is finished."))
+    suppress_token_ids: Sequence[int] = option(factory=tuple, help=(
+        "ids that are never sampled. The mask token is always suppressed."))
+    defer_token_ids: Sequence[int] = option(factory=tuple, help=(
+        "positions whose drawn token is one of these get the lowest score, so they are committed after every "
+        "other position of the block (LLaDA's low-confidence EOS / EoT)."))
+    seed: Union[int, Sequence[int], torch.Tensor, None] = option(None, help=(
+        "an int, or one seed per row (a sequence of ints or an int64 tensor ``[B]``); the same seeds give the "
+        "same output. An int ``s`` gives row ``b`` the seed ``s + b``. A row's draws depend only on its own seed "
+        "and prompt, not on the other rows or on its left padding. ``None`` draws an int from torch's default "
+        "generator."))
+    return_history: bool = option(False, help=(
+        "keep a copy of the canvas after every step in ``GenerationOutput.history``."))
 
     def replace(self, **overrides) -> "SamplerConfig":
         """A validated copy with ``overrides`` applied; unknown names raise ``TypeError``."""

@@ -112,12 +112,16 @@ def test_every_command_has_help(capsys, monkeypatch, tmp_path, command):
         assert "fastdiff bench needs a source checkout" in out
 
 
-def test_every_sampler_option_is_a_flag(capsys):
-    names = {f.name for f in dataclasses.fields(SamplerConfig)} - {"on_step", "logits_hook"}
-    assert names <= set(vars(cli.build_parser().parse_args(["generate", "x"])))
+def test_every_sampler_option_is_a_flag_helped_by_its_field_metadata(capsys):
+    fields = dataclasses.fields(SamplerConfig)
+    assert {f.name for f in fields} <= set(vars(cli.build_parser().parse_args(["generate", "x"])))
     code, help_text, _ = _run(capsys, ["generate", "--help"])
-    for name in names:
-        assert "--" + name.replace("_", "-") in help_text
+    flat = " ".join(help_text.split())
+    for f in fields:
+        assert "--" + f.name.replace("_", "-") in help_text
+        first_words = " ".join(f.metadata["help"].replace("``", "").split()[:6]).rstrip(".")
+        assert first_words in flat, f.name
+        assert f"{f.name}: " in SamplerConfig.__doc__  # the docstring's Attributes come from the same text
     assert "--on-step" not in help_text and "--logits-hook" not in help_text
 
 
