@@ -2,7 +2,7 @@
 demo model shipped inside the package (``fastdiff/demo_model``).
 
 The demo model is a 4-layer BERT-style masked LM (ModernBERT architecture) trained from scratch with
-:mod:`fastdiff.train` on the Python standard library (see ``demo_model/training.json`` and
+:mod:`fastdiff.training` on the Python standard library (see ``demo_model/training.json`` and
 ``training/`` in the repository). It writes Python-looking code; it is small and trained briefly, so
 expect plausible syntax more than working programs.
 """

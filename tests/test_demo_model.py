@@ -112,7 +112,8 @@ def test_demo_model_predicts_unseen_code_far_better_than_token_frequencies(demo)
     """Masked-token cross-entropy on ordinary Python it never saw (written for this test) at a 15 %
     mask ratio, against the unigram entropy of its training corpus (6.35 nats). The shipped model
     scores about 1.8 here."""
-    from fastdiff.train import DiffusionCollator, diffusion_loss
+    from fastdiff.training.collator import DiffusionCollator
+    from fastdiff.training.losses import diffusion_loss
 
     model, tokenizer = demo
     ids = torch.tensor(tokenizer(UNSEEN_CODE)["input_ids"][:256])[None]

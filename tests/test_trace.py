@@ -187,9 +187,15 @@ def test_html_holds_every_step(trace):
             expected = float(trace.scores[step, position])
             assert (score is None) == math.isnan(expected)
             assert score is None or abs(score - expected) < 1e-4
-            assert colour == tracing._hex(tracing.score_colour(expected, trace.score_range))
+            assert colour == tracing.hex_colour(tracing.score_colour(expected, trace.score_range))
         shown = [data["texts"][i] if i >= 0 else None for i in state]
         assert shown == [None if t == MASK_ID else trace.texts[t] for t in trace.token_ids[step].tolist()]
+
+
+def test_the_page_reads_every_field_of_its_data(trace):
+    page = tracing.render_html(trace)
+    script = page[page.index("JSON.parse"):]
+    assert {field for field in tracing.trace_data(trace) if f"data.{field}" not in script} == set()
 
 
 def test_html_escapes_token_text(generation):

@@ -1,7 +1,7 @@
 """Loss curves of the committed training logs: ``python training/plot_logs.py``.
 
 Reads ``training/logs/demo_diffusion.jsonl`` and ``training/logs/ar_gpt2.jsonl`` (written by
-``python -m fastdiff.train fit``, copied here by ``training/reproduce.sh``) and writes
+``python -m fastdiff.training fit``, copied here by ``training/reproduce.sh``) and writes
 ``training/logs/loss_curves.png``: training loss (mean over each logging interval) and held-out
 loss against the step, with a dotted line where each training piece began.
 """

@@ -22,7 +22,7 @@ WORK=${WORK:-/tmp/fastdiff-train}
 what=${1:-all}
 
 if [ ! -f "$WORK/data/manifest.json" ]; then
-    nice -n 10 "$PYTHON" -m fastdiff.train prepare "$WORK/data" --vocab-size 4096 --heldout-percent 5
+    nice -n 10 "$PYTHON" -m fastdiff.training prepare "$WORK/data" --vocab-size 4096 --heldout-percent 5
 fi
 if [ ! -f training/corpus_manifest.json ]; then  # first run: record the corpus
     cp "$WORK/data/manifest.json" training/corpus_manifest.json
@@ -49,7 +49,7 @@ fit_in_pieces() {
     local status
     while true; do
         set +e
-        nice -n 10 "$PYTHON" -m fastdiff.train fit "$@"
+        nice -n 10 "$PYTHON" -m fastdiff.training fit "$@"
         status=$?
         set -e
         [ "$status" -eq 75 ] || return "$status"
@@ -62,7 +62,7 @@ if [ "$what" = demo ] || [ "$what" = all ]; then
     # [0.1, 1] per batch, the first 0..64 tokens of a window never masked
     fit_in_pieces "${common[@]}" --out "$WORK/runs/demo-diffusion" --objective diffusion --architecture modernbert \
         --intermediate-size 640 --mask-ratio 0.1:1.0 --prefix-length 0:64
-    "$PYTHON" -m fastdiff.train export --run "$WORK/runs/demo-diffusion" --out "$WORK/models/demo_model" --dtype float16
+    "$PYTHON" -m fastdiff.training export --run "$WORK/runs/demo-diffusion" --out "$WORK/models/demo_model" --dtype float16
     cp "$WORK/runs/demo-diffusion/log.jsonl" training/logs/demo_diffusion.jsonl
     if [ ! -f fastdiff/demo_model/model.safetensors ]; then  # first run: install the model
         mkdir -p fastdiff/demo_model
@@ -82,7 +82,7 @@ if [ "$what" = ar ] || [ "$what" = all ]; then
     # compressed), because it trains slower per step on the CPU and only scores samples
     fit_in_pieces "${common[@]}" --steps 600 --out "$WORK/runs/ar-gpt2" --objective causal --architecture gpt2 \
         --intermediate-size 1024
-    "$PYTHON" -m fastdiff.train export --run "$WORK/runs/ar-gpt2" --out "$WORK/models/ar_gpt2" --dtype float16
+    "$PYTHON" -m fastdiff.training export --run "$WORK/runs/ar-gpt2" --out "$WORK/models/ar_gpt2" --dtype float16
     cp "$WORK/runs/ar-gpt2/log.jsonl" training/logs/ar_gpt2.jsonl
     echo "AR reference model: $WORK/models/ar_gpt2"
 fi

@@ -6,7 +6,7 @@ The corpus is whatever ``.py`` files the machine has: the standard library diffe
 versions (the shipped demo model was trained on CPython 3.11.7's), so :func:`corpus_fingerprint`
 records exactly which bytes went in.
 
->>> from fastdiff import corpus
+>>> from fastdiff.training import corpus
 >>> files = corpus.source_files()                     # doctest: +SKIP
 >>> train, heldout = corpus.split_files(files)        # doctest: +SKIP
 """
