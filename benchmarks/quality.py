@@ -39,9 +39,10 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 
-from fastdiff import Sampler, corpus
+from fastdiff import Sampler
 from fastdiff.pretrained import load_pretrained
-from fastdiff.train import window_starts, windows
+from fastdiff.training import corpus
+from fastdiff.training.data import window_starts, windows
 from suite import cpu_name
 
 RULES = ("confidence", "margin", "entropy", "random", "ancestral", "threshold")

@@ -120,7 +120,7 @@ class Sampler:
         Example:
             >>> sampler = Sampler.from_pretrained(device="cpu", steps=16, seed=0)
             >>> tok = sampler.tokenizer
-            >>> out = sampler.generate(tok("def area(w, h):\n", return_tensors="pt").input_ids, gen_length=32)
+            >>> out = sampler.generate(tok("def area(w, h):\\n", return_tensors="pt").input_ids, gen_length=32)
             >>> print(tok.decode(out.sequences[0], skip_special_tokens=True))  # doctest: +SKIP
         """
         from fastdiff.pretrained import load_pretrained

@@ -57,7 +57,11 @@ def fresh_seed(request):
     return seed
 
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def requires_cuda(test):
+    """Mark a CUDA test: ``pytest -m cuda`` selects it, and it is skipped without a CUDA device."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")(test))
+
+
 KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 requires_kernels = pytest.mark.skipif(
     not (triton_available() and (torch.cuda.is_available() or interpreter_enabled())),

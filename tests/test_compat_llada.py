@@ -18,10 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastdiff.compat
+from conftest import requires_cuda
 from fastdiff.compat import llada
 from fastdiff.compat.llada import LLADA_EOS_ID, LLADA_EOT_ID
-
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 LLADA_VOCAB = 126464
 PAD_ID = 1
