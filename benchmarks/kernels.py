@@ -39,11 +39,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from fastdiff import ops
-
-if str(Path(__file__).resolve().parent) not in sys.path:  # sibling modules, however this file is loaded
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import suite  # noqa: E402  (device_info, versions)
+from fastdiff.bench import device_info, versions
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PENDING_GPU_FILE = "kernels-gpu-pending.json"
@@ -205,8 +201,8 @@ class KernelBench:
     def finish(self, out_dir: Path) -> Dict[str, object]:
         """Add the comparisons and write ``kernels-<device>.json`` / ``.md`` into ``out_dir``."""
         add_comparisons(self.results)
-        device = suite.device_info(self.device)
-        document = dict(status="complete", size=self.size.name, device=device, versions=suite.versions(),
+        device = device_info(self.device)
+        document = dict(status="complete", size=self.size.name, device=device, versions=versions(),
                         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                         duration_s=time.time() - self.started, results=self.results,
                         targets_h100=["sample_masked >= 80% of copy bandwidth with all rows masked",
