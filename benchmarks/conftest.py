@@ -1,9 +1,9 @@
 """pytest-benchmark wiring of the suite: ``pytest benchmarks/ --benchmark-only``.
 
-Each scenario of :func:`suite.scenarios_for` becomes one benchmark (``test_suite_bench.py``), timed
-through ``benchmark.pedantic`` by the same :meth:`suite.Suite.measure` that ``python benchmarks/suite.py``
-uses, with its figures in ``benchmark.extra_info``. At the end of the session the speedups are added
-(to the extra info too) and the JSON / markdown / PNG results are written, and the table is printed.
+Each scenario of :func:`fastdiff.bench.scenarios_for` becomes one benchmark (``test_suite_bench.py``),
+timed through ``benchmark.pedantic`` by the same :meth:`fastdiff.bench.Suite.measure` that ``fastdiff bench``
+uses, with its figures in ``benchmark.extra_info``. At the end of the session the speedups are added (to
+the extra info too) and the JSON / markdown / PNG results are written, and the table is printed.
 
 Options: ``--bench-size cpu|gpu`` (default: gpu with CUDA, else cpu), ``--bench-out DIR`` (default
 ``benchmarks/results``), ``--bench-device DEVICE``.
@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import suite as bench
+from fastdiff import bench
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("fastdiff benchmark suite")
     group.addoption("--bench-size", choices=sorted(bench.SIZES), default=None,
                     help="suite size: cpu or gpu (default: gpu with CUDA, else cpu)")
-    group.addoption("--bench-out", default=None, help=f"results folder (default {bench.RESULTS_DIR})")
+    group.addoption("--bench-out", default=None, help=f"results folder (default {RESULTS_DIR})")
     group.addoption("--bench-device", default=None, help="torch device (default: cuda for gpu, else cpu)")
 
 
@@ -33,7 +35,7 @@ class _SuiteRun:
         self.size = bench.resolve_size(config.getoption("--bench-size"))
         device = config.getoption("--bench-device") or ("cuda" if self.size.name == "gpu" else "cpu")
         self.device = torch.device(device)
-        self.out = Path(config.getoption("--bench-out") or bench.RESULTS_DIR)
+        self.out = Path(config.getoption("--bench-out") or RESULTS_DIR)
         self.suite = None
         self.extra_infos = []
         self.document = None

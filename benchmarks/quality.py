@@ -40,10 +40,10 @@ import torch
 import torch.nn.functional as F
 
 from fastdiff import Sampler
+from fastdiff.bench import cpu_name
 from fastdiff.pretrained import load_pretrained
 from fastdiff.training import corpus
 from fastdiff.training.data import window_starts, windows
-from suite import cpu_name
 
 RULES = ("confidence", "margin", "entropy", "random", "ancestral", "threshold")
 TOKENS_PER_STEP = (1, 2, 4, 8, 24)

@@ -27,13 +27,10 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from fastdiff import Sampler
+from fastdiff import Sampler, bench
+from fastdiff.bench import peers
 
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import peers  # noqa: E402
-import suite  # noqa: E402
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 STEPS = 10
 MODES = {"torch eager": ("torch", False), "triton eager": ("triton", False), "triton + CUDA graphs": ("triton", True)}
@@ -42,8 +39,8 @@ MODES = {"torch eager": ("torch", False), "triton eager": ("triton", False), "tr
 class StepBreakdown:
     """Timings of one run: ``measure(batch, mode)`` per row, ``finish(out)`` writes them."""
 
-    def __init__(self, size: suite.SuiteSize, device: torch.device):
-        self.suite = suite.Suite(size, device)
+    def __init__(self, size: bench.SuiteSize, device: torch.device):
+        self.suite = bench.Suite(size, device)
         self.device = torch.device(device)
         self.results: List[Dict[str, object]] = []
 
@@ -108,9 +105,9 @@ class StepBreakdown:
         return record
 
     def finish(self, out_dir: Path) -> Dict[str, object]:
-        device = suite.device_info(self.device)
+        device = bench.device_info(self.device)
         self.suite.restore_threads()
-        document = dict(status="complete", size=self.suite.size.name, device=device, versions=suite.versions(),
+        document = dict(status="complete", size=self.suite.size.name, device=device, versions=bench.versions(),
                         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                         steps=STEPS, results=self.results)
         lines = [f"Device: {device['name']}; {STEPS} greedy steps, {self.suite.size.prompt_length} + "
@@ -137,10 +134,10 @@ class StepBreakdown:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the breakdown for every batch size of the size and every mode; returns 0."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=sorted(suite.SIZES), default=None)
-    parser.add_argument("--out", type=Path, default=suite.RESULTS_DIR)
+    parser.add_argument("--size", choices=sorted(bench.SIZES), default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    size = suite.resolve_size(args.size)
+    size = bench.resolve_size(args.size)
     breakdown = StepBreakdown(size, torch.device("cuda" if size.name == "gpu" else "cpu"))
     for batch in size.batch_sizes:
         for mode in MODES:

@@ -1,13 +1,16 @@
 """The step breakdown (``step_breakdown.py``) as pytest-benchmark cases, one per batch and mode."""
+from pathlib import Path
+
 import pytest
 import torch
 
 import step_breakdown
-import suite
+
+from fastdiff.bench import resolve_size
 
 
 def _size(config):
-    return suite.resolve_size(config.getoption("--bench-size"))
+    return resolve_size(config.getoption("--bench-size"))
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +23,7 @@ def breakdown(request):
     yield bench
     if bench.results:
         out = request.config.getoption("--bench-out")
-        print("\n" + bench.finish(suite.RESULTS_DIR if out is None else suite.Path(out))["table"])
+        print("\n" + bench.finish(step_breakdown.RESULTS_DIR if out is None else Path(out))["table"])
 
 
 def pytest_generate_tests(metafunc):

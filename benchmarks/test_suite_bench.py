@@ -1,4 +1,4 @@
-"""One pytest-benchmark benchmark per scenario of the suite (see ``conftest.py`` and ``suite.py``)."""
+"""One pytest-benchmark benchmark per scenario of the suite (see ``conftest.py`` and :mod:`fastdiff.bench`)."""
 import pytest
 
 

@@ -9,7 +9,8 @@ Commands:
   infill template. Every :class:`fastdiff.SamplerConfig` option is a flag.
 * ``fastdiff trace TEXT``: one generation's trajectory as an animated GIF, a self-contained HTML page
   with a step slider, or an in-place animation in the terminal (``--terminal``).
-* ``fastdiff bench``: the benchmark scenarios of a source checkout (``benchmarks/suite.py``).
+* ``fastdiff bench``: the benchmark suite (:mod:`fastdiff.bench`): fastdiff against GPT-2 and naive
+  diffusion loops.
 
 Errors (bad flags, a missing model, an option value the sampler rejects) print one line and exit with
 status 2 (1 when a model directory cannot be loaded); Ctrl-C exits with status 130.
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import collections.abc
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -44,7 +44,6 @@ from fastdiff import GenerationOutput
 from fastdiff.config import SamplerConfig
 from fastdiff.pretrained import DEMO_MODEL_DIR, load_pretrained
 
-BENCH_SUITE = Path(fastdiff.__file__).resolve().parent.parent / "benchmarks" / "suite.py"
 DEMO_PROMPT = "import os\n\n\ndef list_files(directory):\n"
 DEMO_TEMPLATE = "def is_empty(items):\n    if len(items) == [MASK]:\n        return True\n    return [MASK]\n"
 DEMO_DESCRIPTION = "4.1M-parameter masked LM trained on Python's standard library"
@@ -53,10 +52,6 @@ DEFAULT_TRACE_OUTPUTS = ("fastdiff-trace.gif", "fastdiff-trace.html")
 
 _PLACEHOLDER = re.compile(r"\[MASK(?:\*(\d+))?\]")
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
-_NO_BENCH = "fastdiff bench needs a source checkout: benchmarks/ is not installed"
-_BENCH_HELP = ("usage: fastdiff bench [SUITE ARGUMENTS...]\n\nRuns benchmarks/suite.py of a source checkout with "
-               "the arguments that follow (e.g. --size cpu|gpu; see 'fastdiff bench --help' in a checkout) and "
-               "prints its table.")
 
 
 class CLIError(Exception):
@@ -209,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--font-size", type=int, default=16, metavar="PX", help="GIF font size in pixels (default: 16)")
     _add_sampler_flags(trace, exclude=("return_history",))  # a trace always keeps the history
 
-    commands.add_parser("bench", add_help=False, help="run the benchmark scenarios (needs a source checkout)")
+    commands.add_parser("bench", add_help=False, help="run the benchmark suite: fastdiff against GPT-2 and naive loops")
     return parser
 
 
@@ -569,30 +564,13 @@ def command_demo(args: argparse.Namespace) -> int:
 
 
 def command_bench(argv: Sequence[str]) -> int:
-    """``fastdiff bench ARGS...``: load ``benchmarks/suite.py`` of the source checkout and call its
-    ``main(ARGS)``."""
-    if not BENCH_SUITE.is_file():
-        if any(a in ("-h", "--help") for a in argv):
-            print(_BENCH_HELP + "\n\n" + _NO_BENCH)
-            return 0
-        raise CLIError(_NO_BENCH, prog="")
-    spec = importlib.util.spec_from_file_location("fastdiff_benchmark_suite", BENCH_SUITE)
-    suite = importlib.util.module_from_spec(spec)
-    # the suite may import its neighbours as `benchmarks.x` (checkout root) or as `x` (its folder)
-    added = [str(p) for p in (BENCH_SUITE.parent.parent, BENCH_SUITE.parent) if str(p) not in sys.path]
-    sys.path[:0] = added
-    # registered while it runs: dataclasses (and pickling) look a module's classes up by its name
-    sys.modules[spec.name] = suite
+    """``fastdiff bench ARGS...``: :func:`fastdiff.bench.main` with ``ARGS`` (its errors are one line)."""
+    from fastdiff import bench
+
     try:
-        spec.loader.exec_module(suite)
-        code = suite.main(list(argv))
-    except SystemExit as exit_:  # the suite's own argparse: --help, bad flags
-        code = exit_.code
-    finally:
-        sys.modules.pop(spec.name, None)
-        for path in added:
-            sys.path.remove(path)
-    return code if isinstance(code, int) else (0 if code is None else 1)
+        return bench.main(list(argv), parser=bench.build_parser(prog="fastdiff bench", parser_class=_Parser))
+    except SystemExit as exit_:  # --help
+        return exit_.code if isinstance(exit_.code, int) else 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,20 +1,13 @@
-"""The benchmark peers of ``benchmarks/peers.py``: the static-cache GPT-2 loop decodes exactly what Hugging
+"""The benchmark peers of :mod:`fastdiff.bench.peers`: the static-cache GPT-2 loop decodes exactly what Hugging
 Face greedy ``generate`` decodes, and the naive and LLaDA-style diffusion loops fill the whole canvas in
 the forward passes and with the schedules they claim."""
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import requires_cuda
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.append(str(BENCHMARKS))
-
-import peers  # noqa: E402
+from fastdiff.bench import peers
 
 VOCAB = 1000  # tiny_roberta's vocabulary
 MASK = VOCAB - 1

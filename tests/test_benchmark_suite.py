@@ -1,22 +1,19 @@
-"""The benchmark suite (``benchmarks/suite.py``) end to end on a minuscule configuration: the results
+"""The benchmark suite (:mod:`fastdiff.bench`) end to end on a minuscule configuration: the results
 file, the table, the plot, and speedups that are the ratios of the times measured in the run."""
 import contextlib
 import io
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.append(str(BENCHMARKS))
+from fastdiff import bench
 
-import suite  # noqa: E402
-
-TINY = suite.SuiteSize(
+TINY = bench.SuiteSize(
     name="cpu",
     roberta=dict(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                  max_position_embeddings=40),
@@ -34,15 +31,15 @@ def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
-        patch.setitem(suite.SIZES, "cpu", TINY)
-        code = suite.main(["--size", "cpu", "--out", str(out)])
+        patch.setitem(bench.SIZES, "cpu", TINY)
+        code = bench.main(["--size", "cpu", "--out", str(out)])
     return code, printed.getvalue(), out
 
 
 def _document(out: Path):
     files = list(out.glob("cpu-*.json"))
     assert len(files) == 1, files
-    assert files[0].stem == "cpu-" + suite.slug(suite.cpu_name())
+    assert files[0].stem == "cpu-" + bench.slug(bench.cpu_name())
     return files[0], json.loads(files[0].read_text())
 
 
@@ -54,7 +51,7 @@ def test_results_file_has_every_scenario_with_its_figures(smoke_run):
     assert document["device"]["type"] == "cpu"
     assert {"torch", "transformers", "fastdiff", "python"} <= set(document["versions"])
     results = document["results"]
-    assert [r["name"] for r in results] == [s.name for s in suite.scenarios_for(TINY)]
+    assert [r["name"] for r in results] == [s.name for s in bench.scenarios_for(TINY)]
     for r in results:
         assert RECORD_FIELDS <= set(r), r["name"]
         if r["method"] in ("fastdiff-triton", "fastdiff-triton-graphs"):
@@ -70,7 +67,7 @@ def test_results_file_has_every_scenario_with_its_figures(smoke_run):
         if r["method"].startswith("gpt2-"):
             assert r["nfe"] == TINY.gen_length
         elif r["method"] == "seed-naive":
-            assert r["nfe"] == suite.SEED_STEPS
+            assert r["nfe"] == bench.SEED_STEPS
         else:
             assert r["nfe"] == min(r["steps"], TINY.gen_length)
     seed = document["seed_reproduction"]
@@ -86,7 +83,7 @@ def test_speedups_are_ratios_of_the_measured_times(smoke_run):
     ok = [r for r in document["results"] if r["status"] == "ok"]
     for r in ok:
         expected = {}
-        for peer in suite.PEER_METHODS:
+        for peer in bench.PEER_METHODS:
             same_steps = peer == "llada-eager"
             matches = [p for p in ok if p["method"] == peer and p["batch"] == r["batch"]
                        and (not same_steps or p["steps"] == r["steps"]) and p["name"] != r["name"]]
@@ -98,7 +95,7 @@ def test_speedups_are_ratios_of_the_measured_times(smoke_run):
         for peer, value in expected.items():
             assert r["speedup_vs"][peer] == pytest.approx(value), (r["name"], peer)
     fastdiff = next(r for r in ok if r["name"] == "fastdiff-torch-s2-b2")
-    assert set(fastdiff["speedup_vs"]) == set(suite.PEER_METHODS)  # every peer, LLaDA at 2 steps
+    assert set(fastdiff["speedup_vs"]) == set(bench.PEER_METHODS)  # every peer, LLaDA at 2 steps
 
 
 def test_table_has_one_row_per_scenario_and_is_printed(smoke_run):
@@ -134,8 +131,8 @@ def test_static_cache_loop_is_compared_with_hf_greedy(smoke_run):
 
 
 def test_dry_run_writes_the_pending_gpu_file(tmp_path, capsys):
-    assert suite.main(["--size", "gpu", "--dry-run", "--out", str(tmp_path)]) == 0
-    document = json.loads((tmp_path / suite.PENDING_GPU_FILE).read_text())
+    assert bench.main(["--size", "gpu", "--dry-run", "--out", str(tmp_path)]) == 0
+    document = json.loads((tmp_path / bench.PENDING_GPU_FILE).read_text())
     assert document["status"] == "pending: no GPU run yet"
     assert "results" not in document
     names = [s["name"] for s in document["scenarios"]]
@@ -154,7 +151,7 @@ def test_dry_run_writes_the_pending_gpu_file(tmp_path, capsys):
 ])
 def test_bad_arguments_exit_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        suite.main(argv)
+        bench.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -162,12 +159,12 @@ def test_bad_arguments_exit_with_a_message(argv, message, capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
 def test_gpu_size_without_cuda_says_so(capsys):
     with pytest.raises(SystemExit):
-        suite.main(["--size", "gpu"])
+        bench.main(["--size", "gpu"])
     assert "no CUDA device" in capsys.readouterr().err
 
 
 def test_a_failing_scenario_is_recorded_and_the_others_still_run(tmp_path, monkeypatch, capsys):
-    prepare = suite.Suite.prepare
+    prepare = bench.Suite.prepare
 
     def breaking_prepare(self, scenario):
         if scenario.method == "gpt2-static-graph":
@@ -176,9 +173,9 @@ def test_a_failing_scenario_is_recorded_and_the_others_still_run(tmp_path, monke
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
         return prepare(self, scenario)
 
-    monkeypatch.setattr(suite.Suite, "prepare", breaking_prepare)
-    monkeypatch.setitem(suite.SIZES, "cpu", TINY)
-    code = suite.main(["--size", "cpu", "--batch-sizes", "1", "--steps", "2", "--out", str(tmp_path), "--no-plot"])
+    monkeypatch.setattr(bench.Suite, "prepare", breaking_prepare)
+    monkeypatch.setitem(bench.SIZES, "cpu", TINY)
+    code = bench.main(["--size", "cpu", "--batch-sizes", "1", "--steps", "2", "--out", str(tmp_path), "--no-plot"])
     assert code == 1
     assert "broken on purpose" in capsys.readouterr().err
     _, document = _document(tmp_path)
@@ -199,9 +196,19 @@ def test_add_speedups_matches_batch_and_llada_steps():
             record("llada-eager", 1, 10, 3.0), record("llada-eager", 1, 24, 6.0),
             record("gpt2-static-graph", 1, None, None, status="not available"),
             record("fastdiff-torch", 1, 10, 0.5), record("fastdiff-torch", 1, 24, 1.5)]
-    suite.add_speedups(rows)
+    bench.add_speedups(rows)
     assert rows[5]["speedup_vs"] == {"gpt2-hf-greedy": 4.0, "llada-eager": 6.0}
     assert rows[6]["speedup_vs"] == {"gpt2-hf-greedy": 2.0 / 1.5, "llada-eager": 4.0}
     assert rows[0]["speedup_vs"] == {}  # no peer of its own batch but itself
     assert rows[2]["speedup_vs"] == {"gpt2-hf-greedy": 2.0 / 3.0}
     assert rows[4]["speedup_vs"] == {}
+
+
+def test_imports_stay_light():
+    # `import fastdiff` leaves the suite out, and the suite needs only the core dependencies
+    code = ("import sys, fastdiff; assert 'fastdiff.bench' not in sys.modules; import fastdiff.bench; "
+            "print(sorted({'matplotlib', 'pytest', 'pytest_benchmark'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

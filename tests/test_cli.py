@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -103,13 +102,12 @@ def _tokenizer(model_dir):
 # help and flags
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", [[], ["demo"], ["generate"], ["trace"], ["bench"]])
-def test_every_command_has_help(capsys, monkeypatch, tmp_path, command):
-    monkeypatch.setattr(cli, "BENCH_SUITE", tmp_path / "benchmarks" / "suite.py")
+def test_every_command_has_help(capsys, command):
     code, out, err = _run(capsys, command + ["--help"])
     assert code == 0 and err == ""
     assert out.startswith("usage: fastdiff")
     if command == ["bench"]:
-        assert "fastdiff bench needs a source checkout" in out
+        assert out.startswith("usage: fastdiff bench") and "--dry-run" in out  # the suite's own help
 
 
 def test_every_sampler_option_is_a_flag_helped_by_its_field_metadata(capsys):
@@ -388,46 +386,50 @@ def test_generate_without_model_uses_the_bundled_demo_model(capsys):
 # ----------------------------------------------------------------------------------------------
 # bench
 # ----------------------------------------------------------------------------------------------
-def test_bench_runs_the_suite_with_the_remaining_arguments(capsys, monkeypatch, tmp_path):
-    suite = tmp_path / "benchmarks" / "suite.py"
-    suite.parent.mkdir()
-    suite.write_text(textwrap.dedent("""
-        import argparse
+def test_bench_runs_the_suite_with_the_remaining_arguments(capsys, monkeypatch):
+    from fastdiff import bench
 
-        def main(argv=None):
-            parser = argparse.ArgumentParser(prog="suite")
-            parser.add_argument("--size", choices=["cpu", "gpu"], default="cpu")
-            parser.add_argument("--repeat", type=int, default=1)
-            args = parser.parse_args(argv)
-            print("| scenario | size | repeat |")
-            print("|---|---|---|")
-            print(f"| fake | {args.size} | {args.repeat} |")
-            return 3 if args.repeat == 3 else 0
-    """))
-    monkeypatch.setattr(cli, "BENCH_SUITE", suite)
+    def fake_main(argv, parser):
+        parser.add_argument("--repeat", type=int, default=1)
+        args = parser.parse_args(argv)
+        print("| scenario | size | repeat |")
+        print("|---|---|---|")
+        print(f"| fake | {args.size} | {args.repeat} |")
+        return 3 if args.repeat == 3 else 0
+
+    path_before = list(sys.path)
+    monkeypatch.setattr(bench, "main", fake_main)
     code, out, err = _run(capsys, ["bench", "--size", "gpu", "--repeat", 3])
     assert code == 3
     assert out.splitlines()[-1] == "| fake | gpu | 3 |"
     code, out, err = _run(capsys, ["bench", "--help"])  # the suite's own help
-    assert code == 0 and "usage: suite" in out
+    assert code == 0 and "usage: fastdiff bench" in out and "--repeat" in out
     code, out, err = _run(capsys, ["bench", "--size", "tpu"])
     assert code == 2 and "invalid choice: 'tpu'" in err
-    assert str(tmp_path) not in sys.path and str(suite.parent) not in sys.path
+    assert sys.path == path_before
 
 
-def test_bench_loads_the_real_suite(capsys):
-    # the checkout's own benchmarks/suite.py (dataclasses and all): --help and a dry run, no timing
-    assert cli.BENCH_SUITE.is_file()
+def test_bench_loads_the_real_suite(capsys, tmp_path):
+    # fastdiff.bench, imported as a package: --help, a bad flag and a dry run, no timing
     code, out, err = _run(capsys, ["bench", "--help"])
     assert code == 0 and "--dry-run" in out, err
-    assert "fastdiff_benchmark_suite" not in sys.modules
+    code, out, err = _run(capsys, ["bench", "--size", "tpu"])
+    assert code == 2 and out == ""
+    assert err.startswith("fastdiff bench: error: argument --size: invalid choice: 'tpu'") and err.count("\n") == 1
+    code, out, err = _run(capsys, ["bench", "--size", "cpu", "--dry-run", "--out", tmp_path])
+    assert code == 0 and (tmp_path / "cpu-pending.json").is_file()
+    assert out.splitlines()[-1] == f"42 scenarios; wrote {tmp_path / 'cpu-pending.json'}"
 
 
-def test_bench_without_a_checkout(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "BENCH_SUITE", tmp_path / "benchmarks" / "suite.py")
-    code, out, err = _run(capsys, ["bench", "--size", "cpu"])
-    assert code == 2
-    assert err == "fastdiff bench needs a source checkout: benchmarks/ is not installed\n"
+def test_bench_needs_no_checkout(capsys, monkeypatch, tmp_path):
+    # the suite is part of the package, and its results go to the working directory by default
+    from fastdiff import bench
+
+    assert Path(bench.__file__).parent == Path(cli.__file__).parent / "bench"
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, ["bench", "--size", "gpu", "--dry-run"])
+    assert code == 0, err
+    assert (tmp_path / "fastdiff-bench-results" / "gpu-pending.json").is_file()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The peers fastdiff is measured against, written for the benchmarks (not part of the package).
+"""The peers fastdiff is measured against, written for the benchmark suite (not part of fastdiff's API).
 
 * :class:`StaticCacheGPT2`: the strongest same-size autoregressive peer. A GPT-2 decode loop on a Hugging
   Face ``GPT2LMHeadModel``'s own weights with a static KV cache; on CUDA its whole decode step (argmax
