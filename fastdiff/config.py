@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from fastdiff.schedule import SCHEDULES, ScheduleFn
-from fastdiff.validation import check_int, check_number, check_seeds, is_int
+from fastdiff.validation import check_flag, check_int, check_number, check_seeds, is_int
 
 UNMASK_RULES = ("confidence", "margin", "entropy", "random", "ancestral")
 REMASK_RULES = ("low_confidence",)
@@ -130,6 +130,11 @@ class SamplerConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` / ``TypeError`` naming the first bad field."""
+        self._validate_rules()
+        self._validate_numbers()
+        self._validate_ids_and_flags()
+
+    def _validate_rules(self) -> None:
         if self.steps is not None:
             check_int(self.steps, "steps")
             if self.steps <= 0:
@@ -144,6 +149,14 @@ class SamplerConfig:
                 raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
             if self.unmask not in ("confidence", "margin"):
                 raise ValueError(f"threshold works with unmask='confidence' or 'margin', not {self.unmask!r}")
+        if self.block_length is not None:
+            check_int(self.block_length, "block_length")
+            if self.block_length <= 0:
+                raise ValueError(f"block_length must be a positive int, got {self.block_length}")
+        if self.remask is not None and self.remask not in REMASK_RULES:
+            raise ValueError(f"remask must be None or one of {REMASK_RULES}, got {self.remask!r}")
+
+    def _validate_numbers(self) -> None:
         check_number(self.position_temperature, "position_temperature")
         if self.position_temperature < 0:
             raise ValueError(f"position_temperature must be >= 0, got {self.position_temperature}")
@@ -162,12 +175,6 @@ class SamplerConfig:
             check_number(self.top_p, "top_p")
             if not 0.0 < self.top_p <= 1.0:
                 raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.block_length is not None:
-            check_int(self.block_length, "block_length")
-            if self.block_length <= 0:
-                raise ValueError(f"block_length must be a positive int, got {self.block_length}")
-        if self.remask is not None and self.remask not in REMASK_RULES:
-            raise ValueError(f"remask must be None or one of {REMASK_RULES}, got {self.remask!r}")
         check_number(self.remask_ratio, "remask_ratio")
         if not 0.0 <= self.remask_ratio < 1.0:
             raise ValueError(f"remask_ratio must be in [0, 1), got {self.remask_ratio}")
@@ -177,10 +184,10 @@ class SamplerConfig:
         check_number(self.cfg_scale, "cfg_scale")
         if self.cfg_scale < 0:
             raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
-        if not isinstance(self.logits_shift, bool):
-            raise TypeError(f"logits_shift must be a bool, got {type(self.logits_shift).__name__}")
-        if not isinstance(self.stop_at_eos, bool):
-            raise TypeError(f"stop_at_eos must be a bool, got {type(self.stop_at_eos).__name__}")
+
+    def _validate_ids_and_flags(self) -> None:
+        for name in ("logits_shift", "stop_at_eos", "return_history"):
+            check_flag(getattr(self, name), name)
         if self.eos_token_id is not None:
             ids = [self.eos_token_id] if isinstance(self.eos_token_id, int) else self.eos_token_id
             if isinstance(ids, (str, bytes)) or not all(is_int(i) and i >= 0 for i in ids) or not len(ids):
@@ -191,6 +198,4 @@ class SamplerConfig:
                 raise TypeError(f"{name} must be non-negative ints, got {ids!r}")
         if self.seed is not None:
             check_seeds(self.seed)
-        if not isinstance(self.return_history, bool):
-            raise TypeError(f"return_history must be a bool, got {type(self.return_history).__name__}")
 

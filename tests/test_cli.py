@@ -141,10 +141,10 @@ FLAG_VALUES = {
 
 def test_flags_reach_the_sampler_config():
     argv = ["generate", "x"] + [token for flag, _ in FLAG_VALUES.values() for token in flag]
-    config = cli._config_from_args(cli.build_parser().parse_args(argv))
+    config = cli.config_from_args(cli.build_parser().parse_args(argv))
     for name, (_, value) in FLAG_VALUES.items():
         assert getattr(config, name) == value, name
-    untouched = cli._config_from_args(cli.build_parser().parse_args(["generate", "x"]))
+    untouched = cli.config_from_args(cli.build_parser().parse_args(["generate", "x"]))
     defaults = SamplerConfig()
     for f in cli.sampler_fields():
         if f.name != "seed":  # drawn by the CLI so that it can be reported
@@ -425,7 +425,7 @@ def test_bench_needs_no_checkout(capsys, monkeypatch, tmp_path):
     # the suite is part of the package, and its results go to the working directory by default
     from fastdiff import bench
 
-    assert Path(bench.__file__).parent == Path(cli.__file__).parent / "bench"
+    assert Path(bench.__file__).parent == Path(cli.__file__).parent.parent / "bench"
     monkeypatch.chdir(tmp_path)
     code, out, err = _run(capsys, ["bench", "--size", "gpu", "--dry-run"])
     assert code == 0, err
@@ -491,6 +491,7 @@ def test_trace_in_the_terminal(capsys, monkeypatch, model_dir, tmp_path):
 # ----------------------------------------------------------------------------------------------
 # real processes
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_python_dash_m_fastdiff_runs_the_demo():
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run([sys.executable, "-m", "fastdiff"], capture_output=True, text=True, timeout=120, env=env)
@@ -500,6 +501,7 @@ def test_python_dash_m_fastdiff_runs_the_demo():
     assert re.fullmatch(r"generate: 1 x 48 tokens in 24 steps: [\d.]+ ms \(\d+ tokens/s\)", lines[1])
 
 
+@pytest.mark.slow
 def test_console_script(model_dir, fresh_seed):
     script = Path(sys.executable).parent / "fastdiff"
     if not script.exists():

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastdiff.compat
-from conftest import requires_cuda
 from fastdiff.compat import llada
 from fastdiff.compat.llada import LLADA_EOS_ID, LLADA_EOT_ID
 
@@ -389,7 +388,8 @@ def test_samplers_are_cached_per_settings_and_do_not_keep_models_alive(monkeypat
     assert all(sampler.model is None for sampler in built)
 
 
-@requires_cuda
+@pytest.mark.cuda  # (the benchmarks import this module, where tests/conftest.py is not loaded)
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_greedy_matches_reference_on_cuda_with_llada_vocabulary(fresh_seed):
     model = TinyMaskedLM(LLADA_VOCAB, llada.LLADA_MASK_ID, seed=fresh_seed, dim=64).cuda()
     generator = torch.Generator().manual_seed(fresh_seed)

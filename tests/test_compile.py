@@ -39,6 +39,7 @@ def _assert_clean(done, results):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_representative_configurations_compile_for_sm80_and_sm90(tmp_path):
     done, results = _compile(tmp_path)
     _assert_clean(done, results)

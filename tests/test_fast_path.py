@@ -241,6 +241,7 @@ def test_keep_flash_attention_under_capture(monkeypatch):
     assert masking_utils._ignore_bidirectional_mask_sdpa is old_style_skip
 
 
+@pytest.mark.slow
 def test_compile_gives_the_same_tokens():
     model = _tiny(transformers.RobertaForMaskedLM, transformers.RobertaConfig, num_hidden_layers=1)
     prompt = torch.randint(5, 300, (2, 4), generator=torch.Generator().manual_seed(0))

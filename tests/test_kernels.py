@@ -233,6 +233,7 @@ def test_sampled_frequencies_follow_softmax(fresh_seed):
     assert chi2 < 6 + 10 * math.sqrt(12) + 20  # 192 draws over 7 ids: p far below 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("filters,kept", [(dict(top_k=3), [0, 3, 7]), (dict(top_p=0.5), [0, 7]),
                                           (dict(top_k=4, top_p=0.8), [0, 3, 7])])

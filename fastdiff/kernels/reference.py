@@ -224,24 +224,9 @@ def _sample_in_chunks(gather, address, V, rng_state, temperature=0.0, top_k=None
     return torch.cat(tokens), torch.cat(scores)
 
 
-def _sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppress_ids, score_temperature):
-    """Tokens and scores of fp32 logit rows ``z [M, V]`` whose noise is addressed by ``address [M, 2]``
-    (batch row, position from its origin)."""
-    M, V = z.shape
-    device = z.device
-    bad = (torch.isnan(z) | torch.isposinf(z)).any(dim=-1)
-    z = torch.where(bad[:, None], torch.zeros_like(z), z)
-
-    if suppress_ids is not None:
-        ids = torch.as_tensor(suppress_ids, dtype=torch.int64, device=device).reshape(-1)
-        ids = ids[(ids >= 0) & (ids < V)]
-        z[:, ids] = float("-inf")
-
-    raw = z
-    t = _as_float(temperature, "temperature")
-    if t > 0:
-        z = z / t
-
+def _filter(z: torch.Tensor, raw: torch.Tensor, top_k, top_p) -> torch.Tensor:
+    """``z`` (``raw / T``) with the tokens outside top-k, then outside the nucleus, set to ``-inf``."""
+    V = z.shape[-1]
     # the thresholds rank the tokens by their logits: dividing by T > 0 keeps that order, but its
     # rounding can tie two different logits. A token that cannot be drawn has z = -inf.
     z = torch.where(torch.isfinite(z), z, torch.full_like(z, float("-inf")))
@@ -261,6 +246,28 @@ def _sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppre
         last_kept = (mass_before < p).sum(dim=-1, keepdim=True) - 1
         tau = torch.gather(sorted_order, -1, last_kept.clamp(min=0))
         z = torch.where(order >= tau, z, torch.full_like(z, float("-inf")))
+    return z
+
+
+def _sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppress_ids, score_temperature):
+    """Tokens and scores of fp32 logit rows ``z [M, V]`` whose noise is addressed by ``address [M, 2]``
+    (batch row, position from its origin)."""
+    M, V = z.shape
+    device = z.device
+    bad = (torch.isnan(z) | torch.isposinf(z)).any(dim=-1)
+    z = torch.where(bad[:, None], torch.zeros_like(z), z)
+
+    if suppress_ids is not None:
+        ids = torch.as_tensor(suppress_ids, dtype=torch.int64, device=device).reshape(-1)
+        ids = ids[(ids >= 0) & (ids < V)]
+        z[:, ids] = float("-inf")
+
+    raw = z
+    t = _as_float(temperature, "temperature")
+    if t > 0:
+        z = z / t
+
+    z = _filter(z, raw, top_k, top_p)
 
     empty = torch.isneginf(z).all(dim=-1)
     bad = bad | empty
