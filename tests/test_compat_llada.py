@@ -362,12 +362,12 @@ def test_bad_prompts_raise():
 def test_samplers_are_cached_per_settings_and_do_not_keep_models_alive(monkeypatch, fresh_seed):
     built = []
 
-    class CountingSampler(llada.Sampler):
+    class CountingSampler(fastdiff.compat.Sampler):
         def __init__(self, *args, **kwargs):
             built.append(self)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(llada, "Sampler", CountingSampler)
+    monkeypatch.setattr(fastdiff.compat, "Sampler", CountingSampler)  # what cached_sampler builds
     model = TinyMaskedLM(100, 99, seed=fresh_seed, dim=16, layers=1)
     prompt = torch.tensor([[5, 6, 7]])
     first = llada.generate(model, prompt, steps=4, gen_length=8, block_length=4, mask_id=99)

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from typing import Callable, Hashable
+from typing import Callable, Dict
 
+from fastdiff.config import SamplerConfig
 from fastdiff.model import ModelRunner
 from fastdiff.sampler import Sampler
 
@@ -57,18 +58,29 @@ class WeakModelRunner(ModelRunner):
             self._model_ref = lambda: model
 
 
-def cached_sampler(model, key: Hashable, build: Callable[[], Sampler]) -> Sampler:
-    """The :class:`~fastdiff.Sampler` cached for ``(model, key)``, built by ``build()`` on a miss.
+def cached_sampler(model, family: str, runner: Callable[[], ModelRunner], mask_token_id: int,
+                   settings: Dict[str, object]) -> Sampler:
+    """The :class:`~fastdiff.Sampler` of a drop-in generator, cached for ``(model, family, mask token,
+    settings)`` and built on a miss.
 
     Args:
         model: the user's model; the cache holds it weakly. Models that cannot be weakly referenced
-            or hashed are not cached (``build()`` runs on every call).
-        key: hashable description of every setting baked into the Sampler.
-        build: makes the Sampler; it must give it a :class:`WeakModelRunner`.
+            or hashed are not cached (a Sampler is built on every call).
+        family: the drop-in's name (part of the key).
+        runner: makes the model runner (a :class:`WeakModelRunner` or a subclass).
+        mask_token_id: the mask token.
+        settings: the :class:`~fastdiff.SamplerConfig` fields the drop-in sets; they are checked on
+            every call (errors name them) and are part of the key.
 
     Returns:
         The Sampler. At most :data:`SAMPLERS_PER_MODEL` are kept per model, least recently used first out.
     """
+    config = SamplerConfig().replace(**settings)
+    key = (family, mask_token_id, tuple(sorted(settings.items())))
+
+    def build() -> Sampler:
+        return Sampler(runner(), mask_token_id=mask_token_id, config=config)
+
     try:
         per_model = _samplers.get(model)
         if per_model is None:

@@ -72,7 +72,6 @@ import torch
 from transformers.utils import ModelOutput
 
 from fastdiff.compat import WeakModelRunner, cached_sampler
-from fastdiff.config import SamplerConfig
 from fastdiff.validation import check_flag, check_positive_int, check_token_id
 from fastdiff.sampler import Sampler
 
@@ -360,12 +359,7 @@ def _sampler(model, config: DreamGenerationConfig) -> Sampler:
         top_p=config.top_p if config.top_p is None or config.top_p < 1 else None,  # Dream: top_p >= 1 is off
         logits_shift=True,
     )
-    sampler_config = SamplerConfig().replace(**settings)  # checks the values, naming them
-
-    def build() -> Sampler:
-        return Sampler(DreamModelRunner(model), mask_token_id=config.mask_token_id, config=sampler_config)
-
-    return cached_sampler(model, ("dream", config.mask_token_id, tuple(sorted(settings.items()))), build)
+    return cached_sampler(model, "dream", lambda: DreamModelRunner(model), config.mask_token_id, settings)
 
 
 def _dream_history(history: List[torch.Tensor], ran: Sequence[int], steps: int,

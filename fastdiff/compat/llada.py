@@ -52,9 +52,7 @@ from typing import Optional
 import torch
 
 from fastdiff.compat import WeakModelRunner, cached_sampler
-from fastdiff.config import SamplerConfig
 from fastdiff.validation import check_flag, check_positive_int, check_token_id
-from fastdiff.sampler import Sampler
 
 LLADA_MASK_ID = 126336
 LLADA_EOS_ID = 126081
@@ -124,12 +122,7 @@ def generate(model, prompt: torch.Tensor, attention_mask: Optional[torch.Tensor]
         defer_token_ids=(LLADA_EOS_ID, LLADA_EOT_ID) if confidence_eos_eot_inf and remasking == "low_confidence"
         else (),
     )
-    config = SamplerConfig().replace(**settings)  # checks temperature and cfg_scale, naming them
-
-    def build() -> Sampler:
-        return Sampler(WeakModelRunner(model, position_ids=False), mask_token_id=mask_id, config=config)
-
-    sampler = cached_sampler(model, ("llada", mask_id, tuple(sorted(settings.items()))), build)
+    sampler = cached_sampler(model, "llada", lambda: WeakModelRunner(model, position_ids=False), mask_id, settings)
     out = sampler.generate(prompt, gen_length=gen_length, attention_mask=attention_mask, steps=steps,
                            block_length=block_length)
     return out.sequences

@@ -38,9 +38,8 @@ from typing import Optional, Sequence, Union
 import torch
 
 from fastdiff.compat import WeakModelRunner, cached_sampler
-from fastdiff.config import SamplerConfig
 from fastdiff.validation import check_positive_int, check_token_id
-from fastdiff.sampler import GenerationOutput, Sampler
+from fastdiff.sampler import GenerationOutput
 
 BLOG_CANVAS_LENGTH = 256
 BLOG_PREFIX_LENGTH = 16
@@ -163,12 +162,7 @@ def _run(model, prompt_ids, mask_token_id: int, pad_token_id: int, canvas_length
     prefix = prepare_prefix(prompt_ids, pad_token_id, prefix_length)
     if canvas_length <= prefix_length:
         raise ValueError(f"canvas_length ({canvas_length}) must exceed prefix_length ({prefix_length})")
-    config = SamplerConfig().replace(**settings)  # checks the values, naming them
-
-    def build() -> Sampler:
-        return Sampler(WeakModelRunner(model), mask_token_id=mask_token_id, config=config)
-
-    sampler = cached_sampler(model, ("roberta_diffusion", mask_token_id, tuple(sorted(settings.items()))), build)
+    sampler = cached_sampler(model, "roberta_diffusion", lambda: WeakModelRunner(model), mask_token_id, settings)
     return sampler.generate(prefix, gen_length=canvas_length - prefix_length, seed=seed,
                             return_history=return_history)
 
