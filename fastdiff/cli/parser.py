@@ -10,6 +10,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 
 
 import fastdiff
+from fastdiff.backend import BACKENDS
 from fastdiff.config import SamplerConfig
 
 DEFAULT_GEN_LENGTH = 64
@@ -108,7 +109,7 @@ def _add_input_flags(parser: argparse.ArgumentParser) -> None:
                                                          "cpu, cuda, cuda:1... (default: auto)")
     parser.add_argument("--dtype", default="auto", choices=_DTYPES,
                         help="model dtype; auto: float32 on CPU, bfloat16 (float16 without bf16 support) on CUDA")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"),
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="sampling ops: auto (Triton kernels on CUDA, else PyTorch), torch or triton")
     parser.add_argument("--cuda-graphs", default="auto", choices=("auto", "on", "off"),
                         help="capture each denoising step in a CUDA graph: auto (on CUDA with the triton "
