@@ -26,7 +26,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from fastdiff.backend import resolve_backend
-from fastdiff.kernels import reference
+from fastdiff.kernels import reference, torch_fast
 from fastdiff.kernels.utils import SCORE_KINDS
 from fastdiff.validation import (check_bool_mask, check_counts, check_holds_values, check_scalar, check_seed,
                                  check_suppress_ids)
@@ -196,7 +196,8 @@ def dispatch_sample_masked(backend: str, logits, mask, rng_state, *, logits_shif
         from fastdiff.kernels.sample_masked import sample_masked_triton
 
         return sample_masked_triton(_kernel_readable(logits), mask, rng_state, logits_shift=logits_shift, **options)
-    return reference.sample_masked_reference(logits, mask, rng_state, logits_shift=logits_shift, **options)
+    return reference.sample_masked_reference(logits, mask, rng_state, logits_shift=logits_shift,
+                                             row_sampler=torch_fast.sample_rows, **options)
 
 
 def dispatch_sample_rows(backend: str, logits_rows, row_ids, rng_state, canvas_length: int, **options):
@@ -207,7 +208,8 @@ def dispatch_sample_rows(backend: str, logits_rows, row_ids, rng_state, canvas_l
         from fastdiff.kernels.sample_masked import sample_rows_triton
 
         return sample_rows_triton(_kernel_readable(logits_rows), row_ids, rng_state, canvas_length, **options)
-    return reference.sample_rows_reference(logits_rows, row_ids, rng_state, canvas_length, **options)
+    return reference.sample_rows_reference(logits_rows, row_ids, rng_state, canvas_length,
+                                           row_sampler=torch_fast.sample_rows, **options)
 
 
 def select_topk(

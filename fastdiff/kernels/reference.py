@@ -24,7 +24,7 @@ torch version below does its 32-bit multiplies in int64 halves so that it never 
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
@@ -135,6 +135,7 @@ def sample_masked_reference(
     suppress_ids: Optional[Union[Sequence[int], torch.Tensor]] = None,
     score_temperature: Union[float, torch.Tensor, None] = None,
     logits_shift: bool = False,
+    row_sampler: Optional[Callable] = None,
 ):
     """Sample one token at every masked position and score it.
 
@@ -153,6 +154,9 @@ def sample_masked_reference(
         score_temperature: the temperature ``T'`` of the distribution the score is measured on.
             ``None``: the sampling one (``T``, or ``1`` for argmax).
         logits_shift: position ``l`` reads the logits of ``l - 1`` (position 0 its own).
+        row_sampler: what samples each chunk of rows; ``None``: this module's definition.
+            :func:`fastdiff.kernels.torch_fast.sample_rows` computes the same in fewer passes (the
+            torch backend runs it).
 
     Both filters rank tokens by their logits as given, not by ``logits / T``: dividing by ``T``
     keeps the order, but in fp32 its rounding can tie two different logits. The scores are measured
@@ -173,14 +177,15 @@ def sample_masked_reference(
         source = (l_idx - 1).clamp(min=0) if logits_shift else l_idx
         address = torch.stack([b_idx, row_positions(rng_state, b_idx, l_idx)], dim=1)
         tok, s = _sample_in_chunks(lambda rows: logits[b_idx[rows], source[rows]], address, V, rng_state,
-                                   temperature, top_k, top_p, score, suppress_ids, score_temperature)
+                                   row_sampler or _sample_rows, temperature=temperature, top_k=top_k, top_p=top_p,
+                                   score=score, suppress_ids=suppress_ids, score_temperature=score_temperature)
         tokens[b_idx, l_idx] = tok
         scores[b_idx, l_idx] = s
     return tokens, scores
 
 
 def sample_rows_reference(logits_rows: torch.Tensor, row_ids: torch.Tensor, rng_state: torch.Tensor,
-                          canvas_length: int, **kwargs):
+                          canvas_length: int, *, row_sampler: Optional[Callable] = None, **kwargs):
     """:func:`sample_masked_reference` on gathered rows (the masked-row LM head).
 
     ``logits_rows`` is ``[R, V]``; ``row_ids`` int64 ``[R]`` holds each row's canvas position
@@ -199,7 +204,7 @@ def sample_rows_reference(logits_rows: torch.Tensor, row_ids: torch.Tensor, rng_
         b_idx, l_idx = row_ids[valid] // canvas_length, row_ids[valid] % canvas_length
         address = torch.stack([b_idx, row_positions(rng_state, b_idx, l_idx)], dim=1)
         tok, s = _sample_in_chunks(lambda rows: logits_rows[valid[rows]], address, logits_rows.shape[1],
-                                   rng_state, **options)
+                                   rng_state, row_sampler or _sample_rows, **options)
         tokens[valid] = tok
         scores[valid] = s
     return tokens, scores
@@ -209,16 +214,16 @@ def sample_rows_reference(logits_rows: torch.Tensor, row_ids: torch.Tensor, rng_
 _CHUNK_ELEMENTS = 1 << 20
 
 
-def _sample_in_chunks(gather, address, V, rng_state, temperature=0.0, top_k=None, top_p=None, score="confidence",
-                      suppress_ids=None, score_temperature=None):
-    """:func:`_sample_rows` over ``len(address)`` rows, a chunk of rows at a time; ``gather(slice)``
-    returns those rows of logits."""
+def _sample_in_chunks(gather, address, V, rng_state, row_sampler, temperature=0.0, top_k=None, top_p=None,
+                      score="confidence", suppress_ids=None, score_temperature=None):
+    """``row_sampler`` (:func:`_sample_rows` or its fast twin) over ``len(address)`` rows, a chunk of rows
+    at a time; ``gather(slice)`` returns those rows of logits."""
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(V, 1))
     tokens, scores = [], []
     for start in range(0, len(address), rows_per_chunk):
         rows = slice(start, start + rows_per_chunk)
-        tok, s = _sample_rows(gather(rows).to(torch.float32), address[rows], rng_state, temperature, top_k, top_p,
-                              score, suppress_ids, score_temperature)
+        tok, s = row_sampler(gather(rows).to(torch.float32), address[rows], rng_state, temperature, top_k, top_p,
+                             score, suppress_ids, score_temperature)
         tokens.append(tok)
         scores.append(s)
     return torch.cat(tokens), torch.cat(scores)
