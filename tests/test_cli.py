@@ -544,3 +544,38 @@ def test_a_broken_model_directory_is_one_line(capsys, tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated
     code, out, err = _run(capsys, ["generate", "hello", "--model", broken, "-q"])
     assert code == 1 and str(broken) in err and err.strip().count("\n") == 0
+
+
+def test_threads_follow_the_flag_then_the_environment_then_the_physical_cores(monkeypatch):
+    from fastdiff.cli.inputs import choose_threads, physical_cores
+
+    before = torch.get_num_threads()
+    try:
+        assert choose_threads(3) == 3 and torch.get_num_threads() == 3
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(5)
+        assert choose_threads(None) == 5  # the user's environment is left to torch
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+        assert choose_threads(None) == physical_cores() <= (os.cpu_count() or 1)
+        with pytest.raises(cli.CLIError, match="--threads"):
+            choose_threads(0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_physical_cores_count_smt_siblings_once(monkeypatch, tmp_path):
+    from fastdiff.cli import inputs
+
+    siblings = {0: "0,2", 1: "1,3", 2: "0,2", 3: "1,3"}  # two cores with two hardware threads each
+    monkeypatch.setattr(inputs.os, "sched_getaffinity", lambda pid: set(siblings))
+    real_path = inputs.Path
+
+    def fake_path(text):
+        cpu = int(text.split("/cpu")[-1].split("/")[0])
+        file = tmp_path / f"cpu{cpu}"
+        file.write_text(siblings[cpu] + "\n")
+        return real_path(file)
+
+    monkeypatch.setattr(inputs, "Path", fake_path)
+    assert inputs.physical_cores() == 2

@@ -14,7 +14,8 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from fastdiff import GenerationOutput
-from fastdiff.cli.inputs import EncodedInput, encode_input, load_model, resolve_device, resolve_dtype, token_text_fn
+from fastdiff.cli.inputs import (EncodedInput, choose_threads, encode_input, load_model, resolve_device, resolve_dtype,
+                                 token_text_fn)
 from fastdiff.cli.parser import (DEFAULT_GEN_LENGTH, DEFAULT_TRACE_OUTPUTS, CLIError, Parser, build_parser, sampler_fields,
                                  sampler_overrides)
 from fastdiff.config import SamplerConfig
@@ -215,7 +216,8 @@ def command_demo(args: argparse.Namespace) -> int:
         infill_seconds = time.perf_counter() - start
     except (ValueError, TypeError) as error:
         raise CLIError(str(error)) from None
-    print(f"fastdiff demo: the bundled demo model ({DEMO_DESCRIPTION}), cpu float32")
+    print(f"fastdiff demo: the bundled demo model ({DEMO_DESCRIPTION}), cpu float32, "
+          f"{torch.get_num_threads()} thread(s)")
     print(f"generate: {args.batch} x {args.gen_length} tokens in {generated.nfe} steps: "
           f"{generate_seconds * 1000:.1f} ms ({args.batch * args.gen_length / generate_seconds:.0f} tokens/s)")
     for row, ids in enumerate(generated.sequences.tolist()):
@@ -261,6 +263,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except SystemExit as exit_:  # --help / --version
             return exit_.code if isinstance(exit_.code, int) else 0
         handlers = {"demo": command_demo, "generate": command_generate, "trace": command_trace}
+        choose_threads(args.threads)
         return handlers[args.command](args)
     except CLIError as error:
         print(error.line(), file=sys.stderr)

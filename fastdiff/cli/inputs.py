@@ -2,6 +2,7 @@
 (``[MASK]`` / ``[MASK*N]`` holes) as token ids."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,35 @@ _PLACEHOLDER = re.compile(r"\[MASK(?:\*(\d+))?\]")
 # ----------------------------------------------------------------------------------------------
 # model, device, input
 # ----------------------------------------------------------------------------------------------
+def physical_cores() -> int:
+    """The physical cores this process may run on: the logical CPUs of its affinity, SMT siblings counted
+    once (Linux sysfs; elsewhere the logical count)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        try:
+            cores.add(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def choose_threads(requested: Optional[int]) -> int:
+    """Set torch's CPU threads: ``requested`` (``--threads``) if given; else leave a count the user set in
+    ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` (torch reads it); else the physical cores, since SMT siblings
+    and oversubscription slow the small matrix products of a denoising step. Returns the count."""
+    if requested is not None:
+        if requested < 1:
+            raise CLIError(f"--threads must be >= 1, got {requested}")
+        torch.set_num_threads(requested)
+    elif not (os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS")):
+        torch.set_num_threads(physical_cores())
+    return torch.get_num_threads()
+
+
 def resolve_device(name: str) -> torch.device:
     """``"auto"``: CUDA if available, else CPU; otherwise a ``torch.device`` that exists here."""
     if name == "auto":

@@ -109,6 +109,7 @@ def _add_input_flags(parser: argparse.ArgumentParser) -> None:
                                                          "cpu, cuda, cuda:1... (default: auto)")
     parser.add_argument("--dtype", default="auto", choices=_DTYPES,
                         help="model dtype; auto: float32 on CPU, bfloat16 (float16 without bf16 support) on CUDA")
+    _add_threads_flag(parser)
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="sampling ops: auto (Triton kernels on CUDA, else PyTorch), torch or triton")
     parser.add_argument("--cuda-graphs", default="auto", choices=("auto", "on", "off"),
@@ -122,6 +123,12 @@ def _add_input_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-special-tokens", action="store_true",
                         help="do not put the tokenizer's BOS/CLS token first (and EOS/SEP last in a template)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no timing line")
+
+
+def _add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch CPU threads (default: OMP_NUM_THREADS if set, else the physical cores this "
+                             "process may use)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--gen-length", type=int, default=48, help="tokens to generate per row (default: 48)")
     demo.add_argument("--batch", type=int, default=1, help="samples generated together (default: 1)")
     demo.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    _add_threads_flag(demo)
 
     generate = commands.add_parser("generate", help="generate after a prompt or fill an infill template",
                                    description="Generate after a prompt, or fill the [MASK] / [MASK*N] holes of "
