@@ -346,12 +346,17 @@ def commit_remask(
 
 def dispatch_commit_remask(backend: str, canvas, confidence, tokens, scores, selected, editable, n_remask, mask_id,
                            rng_state, *, remask_temperature):
-    """:func:`commit_remask` on a resolved backend, without the argument checks."""
+    """:func:`commit_remask` on a resolved backend, without the argument checks; ``n_remask=None``:
+    commit only."""
     if backend == "triton":
         from fastdiff.kernels.commit_remask import commit_remask_triton
 
+        if n_remask is None:
+            n_remask = torch.zeros(canvas.shape[0], dtype=torch.int64, device=canvas.device)
         commit_remask_triton(canvas, confidence, tokens, scores, selected, editable, n_remask, mask_id, rng_state,
                              remask_temperature=remask_temperature)
+    elif n_remask is None:
+        reference.commit_reference(canvas, confidence, tokens, scores, selected, editable)
     else:
         reference.commit_remask_reference(canvas, confidence, tokens, scores, selected, editable, n_remask,
                                           mask_id, rng_state, remask_temperature=remask_temperature)

@@ -186,10 +186,11 @@ class Denoiser:
         return ops.dispatch_select_topk(self.backend, scores, eligible, k, st.rng,
                                         position_temperature=params["position_temperature"], threshold=None)
 
-    def _remask_counts(self, st: StepState, selected, last) -> torch.Tensor:
-        """Tokens each row re-masks after committing: ``floor(ratio * committed)``, none at a block's end."""
+    def _remask_counts(self, st: StepState, selected, last) -> Optional[torch.Tensor]:
+        """Tokens each row re-masks after committing: ``floor(ratio * committed)``, none at a block's end;
+        ``None`` without remasking."""
         if self.config.remask is None:
-            return torch.zeros(selected.shape[0], dtype=torch.int64, device=selected.device)
+            return None
         committed = selected.sum(dim=-1).to(torch.float32)
         n_remask = torch.floor(st.params["remask_ratio"] * committed).to(torch.int64)
         return torch.where(last, torch.zeros_like(n_remask), n_remask)

@@ -377,6 +377,14 @@ def select_topk_reference(
 # --------------------------------------------------------------------------------------------------
 # commit + remask
 # --------------------------------------------------------------------------------------------------
+def commit_reference(canvas: torch.Tensor, confidence: torch.Tensor, tokens: torch.Tensor, scores: torch.Tensor,
+                     selected: torch.Tensor, editable: torch.Tensor) -> None:
+    """Step 1 of :func:`commit_remask_reference` alone (no re-masking), in place."""
+    commit = selected & editable & (tokens >= 0)
+    canvas.copy_(torch.where(commit, tokens, canvas))
+    confidence.copy_(torch.where(commit, scores.to(torch.float32), confidence))
+
+
 def commit_remask_reference(
     canvas: torch.Tensor,
     confidence: torch.Tensor,
@@ -403,10 +411,7 @@ def commit_remask_reference(
 
     Positions outside ``editable`` (prompt, fixed, pad) are never written.
     """
-    commit = selected & editable & (tokens >= 0)
-    canvas.copy_(torch.where(commit, tokens, canvas))
-    confidence.copy_(torch.where(commit, scores.to(torch.float32), confidence))
-
+    commit_reference(canvas, confidence, tokens, scores, selected, editable)
     B, L = canvas.shape
     candidates = editable & (canvas != mask_id)
     keys = -confidence
