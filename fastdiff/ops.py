@@ -1,6 +1,7 @@
 """Bare sampling ops for any diffusion sampling loop.
 
-Each op runs on the fused Triton kernel or on its PyTorch reference, chosen by ``backend``
+Each op runs on the fused Triton kernel or in PyTorch (the reference's function; sampling through the
+fast row sampler of :mod:`fastdiff.kernels.torch_fast`), chosen by ``backend``
 (see :mod:`fastdiff.backend`). Both backends draw from the same counter-based random stream, so a seed
 gives the same draw on either one (up to floating-point rounding of near ties).
 
