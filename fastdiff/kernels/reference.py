@@ -176,7 +176,12 @@ def sample_masked_reference(
         b_idx, l_idx = where[:, 0], where[:, 1]
         source = (l_idx - 1).clamp(min=0) if logits_shift else l_idx
         address = torch.stack([b_idx, row_positions(rng_state, b_idx, l_idx)], dim=1)
-        tok, s = _sample_in_chunks(lambda rows: logits[b_idx[rows], source[rows]], address, V, rng_state,
+        if logits.is_contiguous():  # index_select on the [B * L, V] view: a plain row copy
+            flat, flat_rows = logits.view(B * L, V), b_idx * L + source
+            gather = lambda rows: flat.index_select(0, flat_rows[rows])  # noqa: E731
+        else:
+            gather = lambda rows: logits[b_idx[rows], source[rows]]  # noqa: E731
+        tok, s = _sample_in_chunks(gather, address, V, rng_state,
                                    row_sampler or _sample_rows, temperature=temperature, top_k=top_k, top_p=top_p,
                                    score=score, suppress_ids=suppress_ids, score_temperature=score_temperature)
         tokens[b_idx, l_idx] = tok
@@ -203,7 +208,7 @@ def sample_rows_reference(logits_rows: torch.Tensor, row_ids: torch.Tensor, rng_
         options.update(kwargs)
         b_idx, l_idx = row_ids[valid] // canvas_length, row_ids[valid] % canvas_length
         address = torch.stack([b_idx, row_positions(rng_state, b_idx, l_idx)], dim=1)
-        tok, s = _sample_in_chunks(lambda rows: logits_rows[valid[rows]], address, logits_rows.shape[1],
+        tok, s = _sample_in_chunks(lambda rows: logits_rows.index_select(0, valid[rows]), address, logits_rows.shape[1],
                                    rng_state, row_sampler or _sample_rows, **options)
         tokens[valid] = tok
         scores[valid] = s
