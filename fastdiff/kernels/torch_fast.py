@@ -3,8 +3,8 @@ fewer passes over the vocabulary, for the CPU (and any device without the Triton
 
 Same tokens for the same seed, and the same scores up to the order of fp32 sums:
 
-* the row statistics (max, log-sum-exp, top two) come from one shifted exponential pass, not from a
-  materialised ``log softmax``;
+* the scores come from one softmax (``q_max = 1 / S`` gives ``log S``), with no ``isfinite`` pass and
+  no materialised ``log softmax``; masked rows are gathered with ``index_select``;
 * with ``top_k``, everything after the threshold works on the ``k`` candidates ``torch.topk`` returns,
   and Gumbel noise is drawn only there (the stream addresses are the reference's, so the draws are too);
 * ties go to the lowest vocabulary index, as in the reference.
@@ -19,6 +19,7 @@ import torch
 
 from fastdiff.kernels import reference
 from fastdiff.kernels.utils import STREAM_SAMPLE
+
 
 def sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppress_ids, score_temperature):
     """Tokens and scores of fp32 logit rows ``z [M, V]`` (modified in place) whose noise is addressed by
