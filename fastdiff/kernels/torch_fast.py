@@ -4,7 +4,7 @@ fewer passes over the vocabulary, for the CPU (and any device without the Triton
 Same tokens for the same seed, and the same scores up to the order of fp32 sums:
 
 * the scores come from one softmax (``q_max = 1 / S`` gives ``log S``), with no ``isfinite`` pass and
-  no materialised ``log softmax``; masked rows are gathered with ``index_select``;
+  no materialised ``log softmax``;
 * with ``top_k``, everything after the threshold works on the ``k`` candidates ``torch.topk`` returns,
   and Gumbel noise is drawn only there (the stream addresses are the reference's, so the draws are too);
 * ties go to the lowest vocabulary index, as in the reference.
