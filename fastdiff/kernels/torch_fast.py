@@ -43,9 +43,11 @@ def sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppres
     if ids is not None:
         leftover |= (torch.isnan(suppressed) | torch.isposinf(suppressed)).any(dim=1)
     zt = z / t if t > 0 else z
-    for scale in (t, score_t or 1.0):  # logits / T beyond the fp32 range: the reference reads them as undrawable
-        if 0 < scale < 1:
-            leftover |= torch.isposinf((z / scale).amax(dim=1))
+    # logits / T beyond the fp32 range: the reference reads them as undrawable
+    if 0 < t < 1:
+        leftover |= torch.isposinf(zt.amax(dim=1))
+    if score_t is not None and score_t < 1:
+        leftover |= torch.isposinf((z / score_t).amax(dim=1))
     columns, raw = None, z
     if k < V:
         values, columns = torch.topk(z, k + 1, dim=1)  # sorted: the threshold is the k-th
