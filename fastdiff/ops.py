@@ -30,7 +30,7 @@ from fastdiff.backend import resolve_backend
 from fastdiff.kernels import reference, torch_fast
 from fastdiff.kernels.utils import SCORE_KINDS
 from fastdiff.validation import (check_bool_mask, check_counts, check_holds_values, check_scalar, check_seed,
-                                 check_suppress_ids)
+                                 check_seeds, check_suppress_ids)
 
 Seed = Union[None, int, Sequence[int], torch.Tensor]
 Scalar = Union[float, int, torch.Tensor]
@@ -84,10 +84,10 @@ def make_rng_state(seed: Seed, batch: int, device: torch.device, *, counter: int
         if isinstance(seed, int):
             check_seed(seed)
             seed = [_wrap_int64(seed + b) for b in range(batch)]
-        if len(seed) != batch:
+        elif len(seed) != batch:
             raise ValueError(f"seed must hold one seed per row ({batch}), got {len(seed)}")
-        for value in seed:
-            check_seed(value)
+        else:
+            check_seeds(seed)
         seeds = torch.tensor(seed, dtype=torch.int64, device=device)
     if origin is None:
         origins = torch.zeros(batch, dtype=torch.int64, device=device)
