@@ -73,3 +73,72 @@ def test_the_torch_backend_runs_the_fast_path(monkeypatch, fresh_seed):
                                                  temperature=0.9, top_k=5)
     assert calls and torch.equal(tokens, expected[0])
     assert math.isclose(float(scores.sum()), float(expected[1].sum()), rel_tol=1e-5)
+
+
+def _reference_rows(monkeypatch):
+    """Counts the rows the fast path hands to the reference."""
+    handed = []
+    slow = reference._sample_rows
+    monkeypatch.setattr(reference, "_sample_rows", lambda z, *args: handed.append(len(z)) or slow(z, *args))
+    return handed
+
+
+@pytest.mark.parametrize("mode", [
+    dict(temperature=0.8, score="confidence", top_k=50),
+    dict(temperature=0.8, score="margin", top_k=50, top_p=0.95),
+    dict(temperature=0.0, score="entropy", top_k=3),
+    dict(temperature=0.7, score="confidence", top_p=0.9),
+    dict(temperature=0.2, score="entropy", top_p=0.95),
+], ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()))
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_large_vocabularies_stay_on_the_fast_path(mode, precision, monkeypatch, fresh_seed):
+    """Chunked selection on a 4,099-token vocabulary (not a multiple of the chunk): bf16-rounded logits
+    tie at every threshold, and still no row needs the reference."""
+    g = torch.Generator().manual_seed(fresh_seed)
+    z = torch.randn(24, 4099, generator=g) * 3
+    if precision == "bf16":
+        z = z.bfloat16().float()
+    expected = _both(z, fresh_seed, **mode)[1]
+    handed = _reference_rows(monkeypatch)
+    got = _both(z, fresh_seed, **mode)[0]
+    handed = handed[1:]  # the first call is _both's own reference
+    _assert_same(got, expected)
+    assert sum(handed) == 0
+
+
+def test_a_flat_nucleus_goes_to_the_reference(monkeypatch, fresh_seed):
+    """A near-uniform row's nucleus is most of the vocabulary: the reference ranks it."""
+    g = torch.Generator().manual_seed(fresh_seed)
+    z = torch.randn(6, 2048, generator=g) * 0.01
+    z[:3] *= 1000  # peaked rows stay on the fast path
+    expected = _both(z, fresh_seed, temperature=1.0, top_p=0.9, score="confidence")[1]
+    handed = _reference_rows(monkeypatch)
+    got = _both(z, fresh_seed, temperature=1.0, top_p=0.9, score="confidence")[0]
+    _assert_same(got, expected)
+    assert handed[1:] == [3]
+
+
+def test_ties_across_the_whole_row_stay_exact_on_the_fast_path(monkeypatch):
+    """Every logit equal: the k-th ties with the whole row, so the ranking widens to all of it."""
+    z = torch.zeros(4, 4096)
+    z[:2] = torch.arange(4096.0)  # distinct logits
+    for mode in (dict(top_k=10, score="margin"), dict(top_k=10, top_p=0.5, score="entropy")):
+        expected = _both(z, 0, temperature=1.0, **mode)[1]
+        handed = _reference_rows(monkeypatch)
+        got = _both(z, 0, temperature=1.0, **mode)[0]
+        _assert_same(got, expected)
+        assert handed[1:] == []
+        monkeypatch.undo()
+
+
+def test_a_nucleus_longer_than_the_first_guess_grows_next_to_tied_rows(monkeypatch):
+    """Row 0's ties widen the ranked block past row 1's own logits; row 1's nucleus (about 90 tokens)
+    outgrows the first guess of 64 and must still be found whole."""
+    z = torch.zeros(2, 4096)
+    z[0, :70] = 10.0
+    z[1, 100:200] = 10.0 + 0.001 * torch.arange(100.0)
+    expected = _both(z, 0, temperature=1.0, top_p=0.9, score="confidence")[1]
+    handed = _reference_rows(monkeypatch)
+    got = _both(z, 0, temperature=1.0, top_p=0.9, score="confidence")[0]
+    _assert_same(got, expected)
+    assert handed[1:] == []

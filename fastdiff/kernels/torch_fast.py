@@ -5,20 +5,30 @@ Same tokens for the same seed, and the same scores up to the order of fp32 sums:
 
 * the scores come from one softmax (``q_max = 1 / S`` gives ``log S``), with no ``isfinite`` pass and
   no materialised ``log softmax``;
-* with ``top_k``, everything after the threshold works on the ``k`` candidates ``torch.topk`` returns,
-  and Gumbel noise is drawn only there (the stream addresses are the reference's, so the draws are too);
-* ties go to the lowest vocabulary index, as in the reference.
+* top-k and top-p never sort or ``topk`` the vocabulary: :func:`_at_least` finds every logit at or
+  above a row's ``n``-th largest among the columns of the ``n + 1`` interleaved chunks with the largest
+  maxima (every logit outside them is at most the smallest of those maxima, which proves the selection),
+  so about ``2 sqrt(n V)`` values are ranked, not ``V``; the nucleus grows ``n`` (64, then 512) until it
+  holds the kept mass;
+* Gumbel noise is drawn only at the candidates (the stream addresses are the reference's, so the draws
+  are too), and ties go to the lowest vocabulary index, as in the reference.
 
-Rows the fast path does not cover exactly are sampled by the reference itself: rows with NaN / +inf
-logits or no drawable token, rows whose ``logits / T`` leaves the fp32 range, rows with a tie at the
-``k``-th logit, and top-p without top-k (its nucleus needs the sorted row).
+Rows the fast path does not prove are sampled by the reference itself: rows with NaN / +inf logits or
+fewer drawable tokens than ``n``, rows whose ``logits / T`` leaves the fp32 range, and rows whose
+nucleus holds more than an eighth of the vocabulary (near-flat rows).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
 from fastdiff.kernels import reference
 from fastdiff.kernels.utils import STREAM_SAMPLE
+
+# top-p alone: the first guess of the nucleus' size, its growth factor, and the share of the vocabulary
+# beyond which the reference (which ranks the whole row) takes over
+_NUCLEUS_GUESS, _NUCLEUS_GROWTH, _NUCLEUS_MAX_SHARE = 64, 8, 8
 
 
 def sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppress_ids, score_temperature):
@@ -30,30 +40,32 @@ def sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppres
     p = 1.0 if top_p is None else reference._as_float(top_p, "top_p")
     score_t = None if score_temperature is None else reference._as_float(score_temperature, "score_temperature")
     options = (temperature, top_k, top_p, score, suppress_ids, score_temperature)
-    if p < 1.0 and k == V:
-        return reference._sample_rows(z, address, rng_state, *options)
     ids = None
     if suppress_ids is not None:
         ids = torch.as_tensor(suppress_ids, dtype=torch.int64, device=z.device).reshape(-1)
         ids = ids[(ids >= 0) & (ids < V)]
-        suppressed = z[:, ids]  # kept for the reference, which reads a NaN there as a bad row
-        z[:, ids] = float("-inf")
+        suppressed = z.index_select(1, ids)  # kept for the reference, which reads a NaN there as a bad row
+        z.index_fill_(1, ids, float("-inf"))
     # NaN / +inf logits, or nothing drawable (amax propagates NaN)
-    leftover = ~torch.isfinite(z.amax(dim=1))
+    row_max = z.amax(dim=1)
+    leftover = ~torch.isfinite(row_max)
     if ids is not None:
         leftover |= (torch.isnan(suppressed) | torch.isposinf(suppressed)).any(dim=1)
-    zt = z / t if t > 0 else z
-    # logits / T beyond the fp32 range: the reference reads them as undrawable
+    # logits / T beyond the fp32 range: the reference reads them as undrawable (division is monotonic)
     if 0 < t < 1:
-        leftover |= torch.isposinf(zt.amax(dim=1))
+        leftover |= torch.isposinf(row_max / t)
     if score_t is not None and score_t < 1:
-        leftover |= torch.isposinf((z / score_t).amax(dim=1))
-    columns, raw = None, z
+        leftover |= torch.isposinf(row_max / score_t)
     if k < V:
-        values, columns = torch.topk(z, k + 1, dim=1)  # sorted: the threshold is the k-th
-        leftover |= torch.isneginf(values[:, k - 1]) | (values[:, k] == values[:, k - 1])  # too few, or a tie
-        raw, columns = values[:, :k], columns[:, :k]
-        zt = zt.gather(1, columns)
+        raw, columns, unproven = _top_k(z, k, leftover)
+        leftover |= unproven
+    elif p < 1.0:
+        raw, columns, unproven = _nucleus(z, t, p, leftover)
+        leftover |= unproven
+        p = 1.0  # the candidates are the nucleus
+    else:
+        raw, columns = z, None
+    zt = raw / t if t > 0 else raw
     if not bool(leftover.any()):
         return _sample_candidates(zt, raw, columns, address, rng_state, t, p, score, score_t, V)
     tokens = torch.empty(M, dtype=torch.int64, device=z.device)
@@ -71,13 +83,115 @@ def sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppres
     return tokens, scores
 
 
+def _chunks(V, n):
+    """``(chunk count c, width w)`` for ranking ``n`` logits of ``V``: about ``sqrt(n V)`` chunks, so that
+    the chunk maxima and the ``n`` chunks' columns cost alike; ``None`` when too few chunks would be
+    left out to pay for the chunking."""
+    w = max(1, math.isqrt(V // (n + 1)))
+    c = V // w
+    return (c, w) if c >= 2 * (n + 1) else None
+
+
+def _chunk_maxima(z, c, w):
+    """``[M, c]``: chunk ``j`` holds the columns ``j + i c`` (``i < w``) and, when ``c w + j < V``, the
+    column ``c w + j`` (interleaved chunks: the maxima reduce over a strided view, in one pass)."""
+    M, V = z.shape
+    maxima = z[:, :c * w].view(M, w, c).amax(dim=1)
+    if c * w < V:
+        r = V - c * w
+        maxima[:, :r] = torch.maximum(maxima[:, :r], z[:, c * w:])
+    return maxima
+
+
+def _at_least(z, n):
+    """Every logit ``>=`` each row's ``n``-th largest (ties included), unsorted: ``(values [M, C],
+    columns [M, C], unproven [M])``, ``-inf`` past a row's own; ``n <= V``.
+
+    The ``n`` largest logits lie in the ``n + 1`` chunks with the largest maxima, and every logit
+    outside them is at most the smallest of those maxima, ``floor``: the selection is proven when
+    ``floor`` is below the ``n``-th largest, and otherwise repeated with every chunk whose maximum
+    reaches it (no more chunks than logits can). Only ``unproven`` rows (a tie past every chunk, or
+    none drawable) need another method.
+    """
+    M, V = z.shape
+    shape = _chunks(V, n)
+    if shape is None:
+        values, columns = z, torch.arange(V, device=z.device).expand(M, V)
+        floor = torch.full((M,), float("-inf"), device=z.device)
+    else:
+        maxima = _chunk_maxima(z, *shape)
+        best = torch.topk(maxima, n + 1, dim=1, sorted=False)
+        values, columns = _chunk_columns(z, best.indices, *shape)
+        floor = best.values.amin(dim=1)
+    nth = torch.topk(values, n, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
+    kept = values >= nth
+    count = kept.sum(dim=1)
+    if shape is not None:
+        crossing = floor >= nth[:, 0]  # a logit outside the chunks may tie the n-th
+        if bool(crossing.any()):
+            reach = torch.where(crossing, (maxima >= nth).sum(dim=1), n + 1)
+            chosen = torch.topk(maxima, int(reach.max()), dim=1, sorted=False).indices
+            values, columns = _chunk_columns(z, chosen, *shape)
+            kept = values >= nth
+            count = kept.sum(dim=1)
+    width = int(count.max())
+    if width < values.shape[1]:  # the kept ones first, in their order; slot `width` is a dump
+        slot = torch.where(kept, torch.cumsum(kept, dim=1) - 1, width)
+        values = torch.full((M, width + 1), float("-inf"), device=z.device).scatter_(1, slot, values)[:, :width]
+        columns = torch.zeros((M, width + 1), dtype=columns.dtype, device=z.device).scatter_(1, slot, columns)[:, :width]
+        return values, columns, torch.isneginf(nth[:, 0])
+    return values.masked_fill(~kept, float("-inf")), columns, torch.isneginf(nth[:, 0])
+
+
+def _chunk_columns(z, chunk_ids, c, w):
+    """The logits and columns ``[M, len(chunk_ids) * w']`` of the given chunks (``-inf`` where the
+    partial last column of a chunk does not exist)."""
+    M, V = z.shape
+    steps = torch.arange(w + (c * w < V), device=z.device) * c
+    columns = (chunk_ids[:, :, None] + steps).flatten(1)
+    inside = columns < V
+    columns = columns.clamp(max=V - 1)
+    return z.gather(1, columns).masked_fill(~inside, float("-inf")), columns
+
+
+def _top_k(z, k, skip):
+    """The top-k candidates: ``(raw [M, C], columns [M, C], unproven [M])``, unsorted, ``C >= k``, ties
+    at the k-th logit all kept. Rows in ``skip`` (bool ``[M]``) go to the reference whatever they hold."""
+    values, columns, unproven = _at_least(z, k)
+    return values, columns, skip | unproven
+
+
+def _nucleus(z, t, p, skip):
+    """The top-p candidates without top-k: ``(raw [M, C], columns [M, C], unproven [M])``, sorted, ``-inf``
+    past each row's nucleus, by the reference's rule: the largest logits while the probability mass
+    before each is below ``p``, ties with the last one kept. ``skip`` as in :func:`_top_k`."""
+    V = z.shape[1]
+    q = torch.softmax(z / t if t > 0 else z, dim=1)  # the row's probabilities, in one pass
+    n = min(_NUCLEUS_GUESS, V)
+    while True:
+        values, columns, unproven = _at_least(z, n)
+        values, order = torch.sort(values, dim=1, descending=True)
+        columns = columns.gather(1, order)
+        probs = q.gather(1, columns).masked_fill(torch.isneginf(values), 0.0)
+        last = ((torch.cumsum(probs, dim=1) - probs) < p).sum(dim=1, keepdim=True) - 1
+        # the nucleus may go on past the row's ranked logits (the -inf after them count as mass 0)
+        ranked = torch.isfinite(values).sum(dim=1)
+        short = ~skip & ~unproven & (last[:, 0] >= ranked - 1) & (n < V)
+        if not bool(short.any()) or n * _NUCLEUS_MAX_SHARE >= V:
+            tau = values.gather(1, last.clamp(min=0))
+            return values.masked_fill(values < tau, float("-inf")), columns, skip | unproven | short
+        n = min(n * _NUCLEUS_GROWTH, V)
+
+
 def _sample_candidates(zt, raw, columns, address, rng_state, t, p, score, score_t, V):
     """Draw and score among candidate columns: ``zt`` the tempered logits, ``raw`` the logits (both
     ``[M, C]``, every row with a drawable token and nothing above +inf), ``columns`` their vocabulary
-    ids (``None``: all ``V``, in order; else sorted by logit, largest first, as ``torch.topk`` gives them).
+    ids (``None``: all ``V``, in order; else in any order).
     The scores come from one softmax: ``q_max = 1 / S`` gives ``log S`` for the entropy."""
     dense = columns is None
-    if p < 1.0:  # the nucleus of the candidates, the reference's cumulative-mass rule
+    if p < 1.0:  # the nucleus of the candidates, the reference's cumulative-mass rule (in logit order)
+        raw, order = torch.sort(raw, dim=1, descending=True)
+        zt, columns = zt.gather(1, order), columns.gather(1, order)
         probs = torch.softmax(zt, dim=1)
         last_kept = ((torch.cumsum(probs, dim=1) - probs) < p).sum(dim=1, keepdim=True) - 1
         outside = raw < torch.gather(raw, 1, last_kept.clamp(min=0))
@@ -103,8 +217,6 @@ def _sample_candidates(zt, raw, columns, address, rng_state, t, p, score, score_
     if score == "margin":
         if q.shape[1] < 2:
             return tokens, top
-        if not dense:  # sorted candidates: the two largest come first
-            return tokens, top - q[:, 1]
         first = at if (t == 0 and score_t is None) else q.argmax(dim=1, keepdim=True)
         return tokens, top - q.scatter(1, first, -1.0).amax(dim=1)
     # entropy score: sum q log q = sum q (z - m) - log S, and q_max = 1 / S
