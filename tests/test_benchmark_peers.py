@@ -122,12 +122,13 @@ class _BagOfTokensLM(torch.nn.Module):
         return type("Out", (), {"logits": self.head(self.embed(input_ids))})()
 
 
-def test_seed_loop_fills_the_canvas_in_its_steps(tiny_roberta, fresh_seed):
+@pytest.mark.parametrize("batched", [False, True])
+def test_seed_loop_fills_the_canvas_in_its_steps(tiny_roberta, fresh_seed, batched):
     prompts = _prompts(fresh_seed, 3, 6)
     original = prompts.clone()
     recorder = _InputRecorder(tiny_roberta)
     generator = torch.Generator().manual_seed(fresh_seed)
-    out = peers.seed_diffusion_generate(tiny_roberta, prompts, 14, MASK, steps=10, generator=generator)
+    out = peers.seed_diffusion_generate(tiny_roberta, prompts, 14, MASK, steps=10, generator=generator, batched=batched)
     assert out.nfe == 10 == len(recorder.inputs)
     assert out.sequences.shape == (3, 20)
     assert not (out.sequences == MASK).any()
@@ -135,7 +136,8 @@ def test_seed_loop_fills_the_canvas_in_its_steps(tiny_roberta, fresh_seed):
     assert (recorder.inputs[0][:, 6:] == MASK).all()  # the first step sees a fully masked span
 
 
-def test_seed_loop_remasks_the_scheduled_fraction(fresh_seed):
+@pytest.mark.parametrize("batched", [False, True])
+def test_seed_loop_remasks_the_scheduled_fraction(fresh_seed, batched):
     """Before step s (s >= 1) each generated position is masked with probability (steps - s) / steps,
     independently: 0.9, 0.8, ... of 16 x 30 positions, within 5 binomial standard deviations."""
     steps, batch, gen_length, vocab = 10, 16, 30, 64
@@ -143,7 +145,7 @@ def test_seed_loop_remasks_the_scheduled_fraction(fresh_seed):
     recorder = _InputRecorder(model)
     generator = torch.Generator().manual_seed(fresh_seed)
     out = peers.seed_diffusion_generate(model, _prompts(fresh_seed, batch, 4, vocab), gen_length, vocab - 1,
-                                        steps=steps, generator=generator)
+                                        steps=steps, generator=generator, batched=batched)
     assert not (out.sequences == vocab - 1).any()
     n = batch * gen_length
     for step in range(1, steps):
@@ -152,7 +154,8 @@ def test_seed_loop_remasks_the_scheduled_fraction(fresh_seed):
         assert abs(masked - n * ratio) <= 5 * math.sqrt(n * ratio * (1 - ratio)), (step, masked)
 
 
-def test_seed_loop_samples_inside_top_k():
+@pytest.mark.parametrize("batched", [False, True])
+def test_seed_loop_samples_inside_top_k(batched):
     """With top_k=1 every position draws its argmax: the model's logits decide the whole canvas."""
     table = torch.randn(12, 30, generator=torch.Generator().manual_seed(3))
 
@@ -166,7 +169,8 @@ def test_seed_loop_samples_inside_top_k():
             logits[..., 29] = 100.0  # the mask token is never drawn, however likely
             return type("Out", (), {"logits": logits})()
 
-    out = peers.seed_diffusion_generate(Fixed(), torch.tensor([[1, 2]]), 10, 29, steps=4, top_k=1, top_p=1.0)
+    out = peers.seed_diffusion_generate(Fixed(), torch.tensor([[1, 2]]), 10, 29, steps=4, top_k=1, top_p=1.0,
+                                        batched=batched)
     expected = table[:12, :29].argmax(dim=-1)
     assert torch.equal(out.sequences[0, 2:], expected[2:])
 

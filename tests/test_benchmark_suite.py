@@ -66,7 +66,7 @@ def test_results_file_has_every_scenario_with_its_figures(smoke_run):
         assert r["setup_s"] >= 0 and r["warmup_s"] > 0
         if r["method"].startswith("gpt2-"):
             assert r["nfe"] == TINY.gen_length
-        elif r["method"] == "seed-naive":
+        elif r["method"] in ("seed-naive", "seed-batched"):
             assert r["nfe"] == bench.SEED_STEPS
         else:
             assert r["nfe"] == min(r["steps"], TINY.gen_length)
@@ -136,8 +136,8 @@ def test_dry_run_writes_the_pending_gpu_file(tmp_path, capsys):
     assert document["status"] == "pending: no GPU run yet"
     assert "results" not in document
     names = [s["name"] for s in document["scenarios"]]
-    # per batch: 4 GPT-2 peers, the seed loop, LLaDA and 3 fastdiff backends at 4 step counts
-    assert len(names) == 3 * (4 + 1 + 4 + 3 * 4)
+    # per batch: 4 GPT-2 peers, the two seed loops, LLaDA and 3 fastdiff backends at 4 step counts
+    assert len(names) == 3 * (4 + 2 + 4 + 3 * 4)
     assert {"fastdiff-triton-graphs-s240-b64", "gpt2-static-graph-b1", "seed-naive-s10-b8"} <= set(names)
     assert document["config"]["dtype"] == "bfloat16" and document["config"]["gen_length"] == 240
     assert "fastdiff-torch-s10-b1" in capsys.readouterr().out

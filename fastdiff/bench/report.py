@@ -12,11 +12,15 @@ SPEEDUP_COLUMNS = {
     "gpt2-hf-static": "× HF static",
     "gpt2-static-graph": "× graph AR",
     "seed-naive": "× seed loop",
+    "seed-batched": "× batched seed loop",
     "llada-eager": "× LLaDA loop",
 }
 
 TABLE_HEADER = ["scenario", "B", "steps", "tok/step", "wall s", "tok/s", "NFE", "ms/step", "peak MiB",
                 *SPEEDUP_COLUMNS.values()]
+
+# Plot markers of the seed loops (one point each: the blog's 10 steps)
+SEED_MARKERS = {"seed-naive": "X", "seed-batched": "P"}
 
 # Plot styles: curves over the step counts, and the GPT-2 peers as horizontal lines.
 CURVE_STYLES = {
@@ -106,9 +110,9 @@ def plot(document: Dict[str, object], path: Path) -> None:
                 x, y, labels = zip(*curve)
                 axis.plot(x, y, marker="o", label=labels[0], **style)
         for r in rows:
-            if r["method"] == "seed-naive":
-                axis.plot([r["tokens_per_step"]], [r["tokens_per_s"]], marker="X", markersize=10, linestyle="none",
-                          color="black", label=r["label"])
+            if r["method"] in SEED_MARKERS:
+                axis.plot([r["tokens_per_step"]], [r["tokens_per_s"]], marker=SEED_MARKERS[r["method"]], markersize=10,
+                          linestyle="none", color="black", label=r["label"])
             elif r["method"] in GPT2_STYLES:
                 axis.axhline(r["tokens_per_s"], label=r["label"], **GPT2_STYLES[r["method"]])
         axis.set_xscale("log")

@@ -23,7 +23,7 @@ FASTDIFF_BACKENDS = {  # method -> (backend, cuda_graphs)
 # Peers every result is compared with, at the same batch size. "llada-eager" is compared at the same
 # step count as the result (rows without a step count have no LLaDA speedup).
 PEER_METHODS = ("gpt2-hf-greedy", "gpt2-hf-sample", "gpt2-hf-static", "gpt2-static-graph", "seed-naive",
-                "llada-eager")
+                "seed-batched", "llada-eager")
 
 LABELS = {
     "fastdiff-torch": "fastdiff, torch ops",
@@ -34,6 +34,7 @@ LABELS = {
     "gpt2-hf-static": "GPT-2 HF generate, static cache (eager), greedy",
     "gpt2-static-graph": "GPT-2 static KV cache + CUDA graph (own loop), greedy",
     "seed-naive": "seed blog's naive diffusion loop",
+    "seed-batched": "seed blog's loop, every position drawn in one batched call",
     "llada-eager": "LLaDA-style eager loop",
 }
 
@@ -137,7 +138,7 @@ def scenarios_for(size: SuiteSize) -> List[Scenario]:
     for batch in size.batch_sizes:
         out += [Scenario(m, batch) for m in ("gpt2-hf-greedy", "gpt2-hf-sample", "gpt2-hf-static",
                                              "gpt2-static-graph")]
-        out.append(Scenario("seed-naive", batch, SEED_STEPS))
+        out += [Scenario(m, batch, SEED_STEPS) for m in ("seed-naive", "seed-batched")]
         out += [Scenario("llada-eager", batch, s) for s in size.steps]
         out += [Scenario(m, batch, s) for m in FASTDIFF_BACKENDS for s in size.steps]
     return out

@@ -128,11 +128,12 @@ class Suite:
         generator = torch.Generator(self.device)
         mask_id = self.size.mask_token_id
         model = self.roberta
-        if method == "seed-naive":
+        if method in ("seed-naive", "seed-batched"):
             def run_seed():
                 generator.manual_seed(0)
                 return peers.seed_diffusion_generate(model, prompt, gen_length, mask_id, steps=steps,
-                                                     top_k=SEED_TOP_K, top_p=SEED_TOP_P, generator=generator)
+                                                     top_k=SEED_TOP_K, top_p=SEED_TOP_P, generator=generator,
+                                                     batched=method == "seed-batched")
             return Prepared(run_seed, diffusion=True)
         if method == "llada-eager":
             def run_llada():
