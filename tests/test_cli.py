@@ -418,7 +418,7 @@ def test_bench_loads_the_real_suite(capsys, tmp_path):
     assert err.startswith("fastdiff bench: error: argument --size: invalid choice: 'tpu'") and err.count("\n") == 1
     code, out, err = _run(capsys, ["bench", "--size", "cpu", "--dry-run", "--out", tmp_path])
     assert code == 0 and (tmp_path / "cpu-pending.json").is_file()
-    assert out.splitlines()[-1] == f"42 scenarios; wrote {tmp_path / 'cpu-pending.json'}"
+    assert out.splitlines()[-1] == f"44 scenarios; wrote {tmp_path / 'cpu-pending.json'}"
 
 
 def test_bench_needs_no_checkout(capsys, monkeypatch, tmp_path):
