@@ -68,12 +68,13 @@ def row_keys(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, index: to
     ``rows`` are batch rows of ``rng_state [B, 3]``."""
     state = rng_state.to(torch.int64)
     seed, counter = state[rows, 0], state[rows, 1]
-    k = hash32((seed & _MASK32) ^ stream_salt(stream))
-    k = hash32(k ^ ((seed >> 32) & _MASK32))
-    k = hash32((k + (counter & _MASK32)) & _MASK32)
-    key_a = hash32(k ^ (index.to(torch.int64) & _MASK32))
-    key_b = hash32((key_a + KEY_B_SALT) & _MASK32)
-    return _to_int32(key_a), _to_int32(key_b)
+    # int32 throughout: xor is bitwise, and addition wraps mod 2**32 like the multiplications
+    k = _hash32_bits(_to_int32(seed) ^ _signed32(stream_salt(stream)))
+    k = _hash32_bits(k ^ _to_int32(seed >> 32))
+    k = _hash32_bits(k + _to_int32(counter))
+    key_a = _hash32_bits(k ^ _to_int32(index.to(torch.int64)))
+    key_b = _hash32_bits(key_a + _signed32(KEY_B_SALT))
+    return key_a, key_b
 
 
 def row_positions(rng_state: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
