@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from fastdiff.kernels.utils import (HASH_MUL1, HASH_MUL2, KEY_B_SALT, SCORE_KINDS, STREAM_REMASK, STREAM_REVEAL,
@@ -43,15 +44,30 @@ def _signed32(value: int) -> int:
 
 
 def _to_int32(x: torch.Tensor) -> torch.Tensor:
-    """int64 values in [0, 2**32) to the int32 tensor holding the same 32 bits."""
+    """The low 32 bits of int64 values as an int32 tensor (numpy's wrapping cast on the CPU)."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.ascontiguousarray(x.numpy()).astype(np.uint32).view(np.int32))
     return (((x & _MASK32) ^ 0x80000000) - 0x80000000).to(torch.int32)
 
 
+_HASH_ROUNDS = ((16, HASH_MUL1), (15, HASH_MUL2), (16, None))  # lowbias32: xor-shift, multiply
+
+
 def _hash32_bits(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32 on int32 tensors read as uint32, in place on ``x`` (callers pass a fresh tensor):
-    int32 multiplication wraps mod 2**32 (checked against numpy's uint32 by the tests), and each right
-    shift is made logical by masking the sign bits."""
-    for shift, multiplier in ((16, HASH_MUL1), (15, HASH_MUL2), (16, None)):
+    """lowbias32 on int32 tensors read as uint32, in place on ``x`` (callers pass a fresh tensor).
+
+    On the CPU the rounds run on numpy's uint32 view of the same memory: its shifts are logical, and
+    its loops cost a fraction of torch's per op and per element there. Elsewhere int32 multiplication
+    wraps mod 2**32 (checked against numpy's uint32 by the tests), and each right shift is made logical
+    by masking the sign bits."""
+    if x.device.type == "cpu":
+        bits = x.numpy().view(np.uint32)
+        for shift, multiplier in _HASH_ROUNDS:
+            bits ^= bits >> np.uint32(shift)
+            if multiplier is not None:
+                bits *= np.uint32(multiplier)  # wraps mod 2**32
+        return x
+    for shift, multiplier in _HASH_ROUNDS:
         x ^= (x >> shift) & ((1 << (32 - shift)) - 1)
         if multiplier is not None:
             x *= _signed32(multiplier)
@@ -92,13 +108,31 @@ def uniform_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, inde
     key_a, key_b = row_keys(rng_state, stream, rows, index)
     bits = _hash32_bits(cols.to(torch.int32) ^ key_a)
     bits = _hash32_bits(bits.add_(key_b))
+    if bits.device.type == "cpu":  # the same exact arithmetic on numpy's uint32 view (see _hash32_bits)
+        u = (bits.numpy().view(np.uint32) >> np.uint32(9)).astype(np.float32)
+        u += np.float32(0.5)
+        u *= np.float32(1.0 / 8388608.0)
+        return torch.from_numpy(u)
     return (((bits >> 9) & 0x7FFFFF).to(torch.float32) + 0.5) * (1.0 / 8388608.0)
+
+
+def _gumbel(u: torch.Tensor) -> torch.Tensor:
+    """``-log(-log(u))``, in place on a fresh ``u`` (numpy's float32 log on the CPU: several times
+    faster than torch's there, and the one the Triton interpreter computes ``tl.log`` with)."""
+    if u.device.type == "cpu":
+        a = u.numpy()
+        np.log(a, out=a)
+        np.negative(a, out=a)
+        np.log(a, out=a)
+        np.negative(a, out=a)
+        return u
+    return -torch.log(-torch.log(u))
 
 
 def gumbel_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, index: torch.Tensor,
                  cols: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel noise ``-log(-log(u))`` from :func:`uniform_noise`."""
-    return -torch.log(-torch.log(uniform_noise(rng_state, stream, rows, index, cols)))
+    return _gumbel(uniform_noise(rng_state, stream, rows, index, cols))
 
 
 def position_uniform(rng_state: torch.Tensor, stream: int, B: int, L: int) -> torch.Tensor:
@@ -110,7 +144,7 @@ def position_uniform(rng_state: torch.Tensor, stream: int, B: int, L: int) -> to
 
 def position_gumbel(rng_state: torch.Tensor, stream: int, B: int, L: int) -> torch.Tensor:
     """Gumbel noise ``[B, L]`` from :func:`position_uniform`."""
-    return -torch.log(-torch.log(position_uniform(rng_state, stream, B, L)))
+    return _gumbel(position_uniform(rng_state, stream, B, L))
 
 
 # --------------------------------------------------------------------------------------------------
