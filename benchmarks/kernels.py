@@ -157,10 +157,17 @@ class KernelBench:
         eligible = torch.rand(B, L, generator=generator, device=self.device) < 0.5
         return scores, eligible, torch.full((B,), L // 16, dtype=torch.int64, device=self.device)
 
+    def unavailable(self, case: Case) -> Optional[str]:
+        """Why ``case`` cannot run here, or ``None``: known before anything is built or timed."""
+        if case.impl == "triton" and self.device.type != "cuda":
+            return "needs CUDA (the Triton interpreter runs kernels on the CPU, far too slowly to time)"
+        return None
+
     def prepare(self, case: Case) -> tuple:
         """``(fn, bytes_read)`` of a case; raises :class:`NotAvailable`."""
-        if case.impl == "triton" and self.device.type != "cuda":
-            raise NotAvailable("needs CUDA (the Triton interpreter runs kernels on the CPU, far too slowly to time)")
+        reason = self.unavailable(case)
+        if reason is not None:
+            raise NotAvailable(reason)
         if case.op == "copy":
             source = torch.empty(self.size.copy_bytes // 4, dtype=torch.float32, device=self.device)
             return (lambda: source.clone()), 2 * self.size.copy_bytes

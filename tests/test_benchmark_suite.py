@@ -75,6 +75,10 @@ def test_results_file_has_every_scenario_with_its_figures(smoke_run):
     gpt2 = next(r for r in results if r["name"] == "gpt2-hf-sample-b1")
     assert seed["naive_diffusion_s"] == naive["wall_s"] and seed["gpt2_generate_s"] == gpt2["wall_s"]
     assert seed["ratio"] == pytest.approx(naive["wall_s"] / gpt2["wall_s"])
+    low, high = seed["ratio_range"]
+    assert low == pytest.approx(min(naive["wall_s_runs"]) / max(gpt2["wall_s_runs"])) and low <= seed["ratio"] <= high
+    table = next(out.glob("cpu-*.md")).read_text()
+    assert f"{low:.2f}-{high:.2f} over the {TINY.repeats} repeats" in table
 
 
 def test_speedups_are_ratios_of_the_measured_times(smoke_run):

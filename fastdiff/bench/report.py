@@ -83,8 +83,9 @@ def markdown_table(document: Dict[str, object]) -> str:
     if seed:
         lines += ["", (f"Seed reproduction (batch {seed['batch']}): naive RoBERTa-diffusion loop (10 steps) "
                        f"{seed['naive_diffusion_s']:.3f} s vs GPT-2 `generate` sampling (top-k 50, top-p 0.95, "
-                       f"T 0.8) {seed['gpt2_generate_s']:.3f} s: ratio {seed['ratio']:.2f} (blog: 13 s vs 9 s, "
-                       f"{seed['blog']['ratio']:.2f}).")]
+                       f"T 0.8) {seed['gpt2_generate_s']:.3f} s: ratio {seed['ratio']:.2f}, "
+                       f"{seed['ratio_range'][0]:.2f}-{seed['ratio_range'][1]:.2f} over the {seed['repeats']} "
+                       f"repeats (blog: 13 s vs 9 s, {seed['blog']['ratio']:.2f}).")]
     return "\n".join(lines)
 
 
