@@ -35,7 +35,7 @@ def fake_graphs(monkeypatch):
     capture = FakeCapture()
     monkeypatch.setattr(graphs, "capture_step", capture)
     monkeypatch.setattr(sampler_module.Sampler, "_graphs_wanted",
-                        lambda self, hooks, device, backend: self.cuda_graphs is not False)
+                        lambda self, hooks, device, backend, streaming: self.cuda_graphs is not False)
     return capture
 
 
@@ -152,7 +152,7 @@ def test_graph_runner_equals_eager(fake_graphs, overrides, masked_head, fresh_se
     assert torch.equal(a.sequences, b.sequences)
     assert a.nfe == b.nfe and len(a.history) == len(b.history) == a.nfe
     assert all(torch.equal(x, y) for x, y in zip(a.history, b.history))
-    assert torch.equal(a.finished, b.finished)
+    assert torch.equal(a.finished, b.finished) and torch.equal(a.stopped_at_eos, b.stopped_at_eos)
 
 
 def test_graphs_are_reused_across_calls_and_values(fake_graphs, fresh_seed):
@@ -196,7 +196,7 @@ def test_masked_head_buckets_are_powers_of_two(fake_graphs):
 
 def test_capture_failure_falls_back_to_eager_with_one_warning(monkeypatch):
     monkeypatch.setattr(graphs, "capture_step", FakeCapture(fail=True))
-    monkeypatch.setattr(sampler_module.Sampler, "_graphs_wanted", lambda self, hooks, device, backend: True)
+    monkeypatch.setattr(sampler_module.Sampler, "_graphs_wanted", lambda self, hooks, device, backend, streaming: True)
     model = MODELS["roberta"]()
     sampler = Sampler(model, 4, steps=4, seed=3, temperature=1.0)
     prompt = torch.randint(5, 300, (1, 4))
@@ -323,7 +323,7 @@ def test_capture_impossible_falls_back_on_cuda():
 def test_progress_callback_keeps_the_fast_path(monkeypatch, graphed):
     capture = FakeCapture()
     monkeypatch.setattr(graphs, "capture_step", capture)
-    monkeypatch.setattr(sampler_module.Sampler, "_graphs_wanted", lambda self, hooks, device, backend: graphed)
+    monkeypatch.setattr(sampler_module.Sampler, "_graphs_wanted", lambda self, hooks, device, backend, streaming: graphed)
     model = MODELS["roberta"]()
     shapes, calls = [], []
     model.lm_head.register_forward_hook(lambda module, inputs, output: shapes.append(output.dim()))

@@ -84,7 +84,7 @@ def test_infill_rows_with_their_seeds_fill_as_they_do_alone(tiny_roberta):
 def test_graph_runner_keeps_rows_independent(tiny_roberta, monkeypatch, rule):
     monkeypatch.setattr(graphs, "capture_step", FakeCapture())
     monkeypatch.setattr(sampler_module.Sampler, "_graphs_wanted",
-                        lambda self, hooks, device, backend: self.cuda_graphs is not False)
+                        lambda self, hooks, device, backend, streaming: self.cuda_graphs is not False)
     graphed = Sampler(tiny_roberta, mask_token_id=4, steps=5, **RULES[rule])
     eager = Sampler(tiny_roberta, mask_token_id=4, steps=5, cuda_graphs=False, **RULES[rule])
     batch, attention = _left_padded(PROMPTS)

@@ -325,11 +325,11 @@ def test_eos_stops_rows_and_fills_after():
     seq = out.sequences[0].tolist()
     assert seq[4] == eos and seq[5:] == [eos] * 5
     assert seq[2:4] == [10, 10]
-    assert out.finished.tolist() == [True]
+    assert out.stopped_at_eos.tolist() == [True] and out.finished.tolist() == [True]
     assert out.nfe == 3 == model.calls  # EOS, then the two positions before it; the rest is filled
     out = Sampler(OracleModel(table), MASK_ID, steps=10, eos_token_id=eos, stop_at_eos=False).generate(
         torch.tensor([[5, 6]]), gen_length=8)
-    assert out.nfe == 8 and out.finished.tolist() == [False]
+    assert out.nfe == 8 and out.stopped_at_eos.tolist() == [False] and out.finished.tolist() == [True]
 
 
 def test_finished_rows_stop_while_others_continue():
@@ -347,7 +347,8 @@ def test_finished_rows_stop_while_others_continue():
         torch.tensor([[5], [6]]), gen_length=6)
     assert out.sequences[0].tolist() == [5, 10, 10, eos, eos, eos, eos]
     assert out.sequences[1].tolist() == [6] + [10] * 6
-    assert out.finished.tolist() == [True, False] and out.nfe == 6
+    assert out.stopped_at_eos.tolist() == [True, False] and out.finished.tolist() == [True, True]
+    assert out.nfe == 6
 
 
 # ------------------------------------------------------------------------------------------------

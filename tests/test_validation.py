@@ -74,7 +74,15 @@ def test_bad_ids(sampler):
     with pytest.raises(TypeError, match="prompt_ids"):
         sampler.generate(torch.tensor([[5.0, 6.0]]), gen_length=4)
     with pytest.raises(TypeError, match="prompt_ids"):
-        sampler.generate([[5, 6]], gen_length=4)
+        sampler.generate([[5, "6"]], gen_length=4)
+    with pytest.raises(TypeError, match="prompt_ids is text: the sampler needs a tokenizer"):
+        sampler.generate(["no tokenizer here"], gen_length=4)
+    with pytest.raises(ValueError, match="prompt_ids is empty"):
+        sampler.generate([], gen_length=4)
+    with pytest.raises(TypeError, match="gen_length"):
+        sampler.generate(torch.tensor([[5, 6]]))
+    with pytest.raises(ValueError, match="disagree"):
+        sampler.generate(torch.tensor([[5, 6]]), gen_length=4, max_new_tokens=5)
     with pytest.raises(ValueError, match="prompt_ids"):
         sampler.generate(torch.zeros(1, 2, 2, dtype=torch.long), gen_length=4)
     with pytest.raises(ValueError, match="mask_token_id"):

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from fastdiff import GenerationOutput
-from fastdiff.cli.inputs import (EncodedInput, choose_threads, encode_input, load_model, resolve_device, resolve_dtype,
+from fastdiff.cli.inputs import (EncodedText, choose_threads, encode_input, load_model, resolve_device, resolve_dtype,
                                  token_text_fn)
 from fastdiff.cli.parser import (DEFAULT_GEN_LENGTH, DEFAULT_TRACE_OUTPUTS, CLIError, Parser, build_parser, sampler_fields,
                                  sampler_overrides)
@@ -32,7 +32,7 @@ DEMO_DESCRIPTION = "4.1M-parameter masked LM trained on Python's standard librar
 class Run:
     """One generation: the input, the output and how long it took."""
 
-    encoded: EncodedInput
+    encoded: EncodedText
     initial: torch.Tensor  # int64 [B, L] on the CPU: the canvas before the first step
     output: GenerationOutput  # sequences moved to the CPU
     seconds: float
@@ -138,7 +138,7 @@ def command_generate(args: argparse.Namespace) -> int:
     samples = []
     for row, ids in enumerate(out.sequences.tolist()):
         sample = {"text": tokenizer.decode(ids, skip_special_tokens=True), "token_ids": ids,
-                  "finished": bool(out.finished[row])}
+                  "stopped_at_eos": bool(out.stopped_at_eos[row])}
         if run.encoded.is_template:
             sample["fills"] = [tokenizer.decode(ids[start:end], skip_special_tokens=True)
                                for start, end in run.encoded.holes]

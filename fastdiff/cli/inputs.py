@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Optional
 
 import torch
 
 from fastdiff.pretrained import DEMO_MODEL_DIR, load_pretrained
 from fastdiff.cli.parser import CLIError
-
-_PLACEHOLDER = re.compile(r"\[MASK(?:\*(\d+))?\]")
+from fastdiff.text import EncodedText, encode_text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,72 +108,12 @@ def load_model(path: Optional[str], device, dtype):
     return model, tokenizer, label
 
 
-@dataclass
-class EncodedInput:
-    """A tokenised prompt or template.
-
-    Attributes:
-        ids: the token ids (a template's holes hold the mask token).
-        is_template: ``True`` for an infill template, ``False`` for a prompt to continue.
-        holes: ``(start, end)`` position ranges of a template's holes.
-    """
-
-    ids: List[int]
-    is_template: bool
-    holes: List[Tuple[int, int]]
-
-
-def encode_input(text: str, tokenizer, mask_token_id: int, *, special_tokens: bool = True) -> EncodedInput:
-    """Tokenise a prompt, or a template with ``[MASK]`` / ``[MASK*N]`` holes (N mask tokens).
-
-    The text between holes is tokenised piece by piece without special tokens; spaces just before a
-    hole are dropped (the filled tokens carry their own leading space in byte-level BPE vocabularies).
-    With ``special_tokens`` the tokenizer's BOS (or CLS) token comes first, and a template ends with its
-    EOS (or SEP) token.
-
-    Args:
-        text: the prompt or template.
-        tokenizer: a Hugging Face tokenizer.
-        mask_token_id: the id put at the holes.
-        special_tokens: add BOS / EOS as described above.
-
-    Returns:
-        an :class:`EncodedInput`.
-
-    Raises:
-        CLIError: text that is not UTF-8, a ``[MASK*0]`` hole or one beyond the canvas limit, or an
-            empty prompt.
-    """
-    from fastdiff.validation import MAX_CANVAS
-
+def encode_input(text: str, tokenizer, mask_token_id: int, *, special_tokens: bool = True) -> EncodedText:
+    """:func:`fastdiff.text.encode_text`, its errors as one-line :class:`CLIError`."""
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:  # argv / stdin bytes that are not UTF-8 arrive as lone surrogates
-        raise CLIError(f"the text is not valid UTF-8 (undecodable byte at character {error.start})") from None
-
-    def tokens(piece: str) -> List[int]:
-        return list(tokenizer(piece, add_special_tokens=False)["input_ids"]) if piece else []
-
-    first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
-    last = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    ids = [first] if special_tokens and first is not None else []
-    holes, position = [], 0
-    for match in _PLACEHOLDER.finditer(text):
-        count = int(match.group(1)) if match.group(1) is not None else 1
-        if count < 1:
-            raise CLIError(f"{match.group(0)}: a hole needs at least one token")
-        if count > MAX_CANVAS:
-            raise CLIError(f"{match.group(0)}: a hole of {count} tokens exceeds the canvas limit of {MAX_CANVAS}")
-        ids += tokens(text[position:match.start()].rstrip(" "))
-        holes.append((len(ids), len(ids) + count))
-        ids += [mask_token_id] * count
-        position = match.end()
-    ids += tokens(text[position:])
-    if holes and special_tokens and last is not None:
-        ids.append(last)
-    if not ids:
-        raise CLIError("the prompt is empty")
-    return EncodedInput(ids=ids, is_template=bool(holes), holes=holes)
+        return encode_text(text, tokenizer, mask_token_id, special_tokens=special_tokens)
+    except (ValueError, TypeError) as error:
+        raise CLIError(str(error)) from None
 
 
 def token_text_fn(tokenizer) -> Callable[[int], str]:
