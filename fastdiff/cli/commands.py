@@ -58,16 +58,28 @@ def _progress_callback(bar) -> Callable[[int, int], None]:
     return progress
 
 
+def mask_token_id(args: argparse.Namespace, tokenizer) -> int:
+    mask_id = args.mask_token_id if args.mask_token_id is not None else tokenizer.mask_token_id
+    if mask_id is None:
+        raise CLIError("the tokenizer has no mask token: pass --mask-token-id ID")
+    return mask_id
+
+
+def make_sampler(args: argparse.Namespace, model, tokenizer, mask_id: int, config: SamplerConfig):
+    """The :class:`fastdiff.Sampler` of the command's flags."""
+    from fastdiff import Sampler
+
+    return Sampler(model, mask_token_id=mask_id, config=config, backend=args.backend, tokenizer=tokenizer,
+                   cuda_graphs={"auto": "auto", "on": True, "off": False}[args.cuda_graphs],
+                   masked_head=args.masked_head, compile=args.compile)
+
+
 def run_generation(args: argparse.Namespace, model, tokenizer, config: SamplerConfig, device, batch: int) -> Run:
     """Tokenise ``args.text``, run ``Sampler.generate`` or ``Sampler.infill`` with a progress bar on
     stderr (unless ``--quiet`` or stderr is not a terminal), and time it."""
     from tqdm import tqdm
 
-    from fastdiff import Sampler
-
-    mask_id = args.mask_token_id if args.mask_token_id is not None else tokenizer.mask_token_id
-    if mask_id is None:
-        raise CLIError("the tokenizer has no mask token: pass --mask-token-id ID")
+    mask_id = mask_token_id(args, tokenizer)
     text = sys.stdin.read().rstrip("\n") if args.text == "-" else args.text
     encoded = encode_input(text, tokenizer, mask_id, special_tokens=not args.no_special_tokens)
     if encoded.is_template and args.gen_length is not None:
@@ -79,9 +91,7 @@ def run_generation(args: argparse.Namespace, model, tokenizer, config: SamplerCo
     bar = tqdm(total=total, desc="denoising", unit="step", leave=False, file=sys.stderr,
                disable=True if args.quiet else None)
     try:
-        sampler = Sampler(model, mask_token_id=mask_id, config=config, backend=args.backend,
-                          cuda_graphs={"auto": "auto", "on": True, "off": False}[args.cuda_graphs],
-                          masked_head=args.masked_head, compile=args.compile)
+        sampler = make_sampler(args, model, tokenizer, mask_id, config)
         start = time.perf_counter()
         with bar:
             hook = dict(progress=_progress_callback(bar)) if not bar.disable else {}
@@ -130,8 +140,13 @@ def _prepare(args: argparse.Namespace, **forced):
 
 
 def command_generate(args: argparse.Namespace) -> int:
-    """``fastdiff generate``: print the texts, or one JSON object with ``--json``."""
-    _require_positive(args, "batch")
+    """``fastdiff generate``: print the texts, or one JSON object with ``--json``; with ``--input``, a
+    JSONL result per input line."""
+    _require_positive(args, "batch", "batch_size")
+    if args.input is not None:
+        return command_generate_many(args)
+    if args.text is None:
+        raise CLIError("give a TEXT to generate from, or --input FILE (see 'fastdiff generate --help')")
     config, device, dtype, model, tokenizer, label = _prepare(args)
     run = run_generation(args, model, tokenizer, config, device, args.batch)
     out = run.output
@@ -160,6 +175,35 @@ def command_generate(args: argparse.Namespace) -> int:
             print(f"--- sample {row + 1}/{len(samples)} ---")
         print(sample["text"])
     return 0
+
+
+def command_generate_many(args: argparse.Namespace) -> int:
+    """``fastdiff generate --input FILE [--output FILE]``: see :mod:`fastdiff.cli.jobs`. Exits 0 when every
+    line ran, 1 when some got an ``error`` (their results say why)."""
+    from tqdm import tqdm
+
+    from fastdiff.cli import jobs as job_files
+
+    if args.text is not None:
+        raise CLIError("give either TEXT or --input, not both")
+    for flag, value in (("--json", args.json), ("--batch", args.batch != 1)):
+        if value:
+            raise CLIError(f"{flag} is for one TEXT; with --input every line gets a JSONL result")
+    config, device, dtype, model, tokenizer, label = _prepare(args)
+    with job_files.open_input(args.input) as source:
+        jobs = job_files.read_jobs(source)
+    sampler = make_sampler(args, model, tokenizer, mask_token_id(args, tokenizer), config)
+    start = time.perf_counter()
+    with job_files.open_output(args.output) as output, tqdm(total=len(jobs), desc="prompts", unit="prompt",
+                                                             leave=False, file=sys.stderr,
+                                                             disable=True if args.quiet else None) as bar:
+        ok, failed = job_files.run_jobs(jobs, sampler, tokenizer, config, batch_size=args.batch_size,
+                                        gen_length=args.gen_length or DEFAULT_GEN_LENGTH,
+                                        special_tokens=not args.no_special_tokens, output=output, bar=bar)
+    if not args.quiet:
+        print(f"{label}: {ok} of {len(jobs)} prompts in {time.perf_counter() - start:.2f} s on {device} "
+              f"{_dtype_name(dtype)}" + (f"; {failed} with an error" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
 
 
 def command_trace(args: argparse.Namespace) -> int:

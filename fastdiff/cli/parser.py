@@ -96,9 +96,11 @@ def sampler_overrides(args: argparse.Namespace) -> Dict[str, object]:
 # ----------------------------------------------------------------------------------------------
 # the parser
 # ----------------------------------------------------------------------------------------------
-def _add_input_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("text", help="a prompt to continue, or an infill template whose holes are [MASK] "
-                                     "(one token) or [MASK*N] (N tokens); '-' reads standard input")
+def _add_input_flags(parser: argparse.ArgumentParser, optional_text: bool = False) -> None:
+    parser.add_argument("text", nargs="?" if optional_text else None,
+                        help="a prompt to continue, or an infill template whose holes are [MASK] "
+                             "(one token) or [MASK*N] (N tokens); '-' reads standard input"
+                             + (" (or give --input)" if optional_text else ""))
     parser.add_argument("--model", metavar="PATH",
                         help="a local Hugging Face model directory (config, weights, tokenizer) of a masked LM; "
                              "default: the demo model bundled with fastdiff")
@@ -152,9 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="generate after a prompt or fill an infill template",
                                    description="Generate after a prompt, or fill the [MASK] / [MASK*N] holes of "
                                                "an infill template, and print the text (or JSON).")
-    _add_input_flags(generate)
+    _add_input_flags(generate, optional_text=True)
     generate.add_argument("--batch", type=int, default=1, metavar="B",
                           help="samples of the same input, drawn together (default: 1)")
+    jobs = generate.add_argument_group("many prompts (instead of TEXT)")
+    jobs.add_argument("--input", metavar="FILE",
+                      help="prompts or templates, one per line, or JSONL lines {\"id\": ..., \"prompt\": ..., "
+                           "<sampler options>}; '-' reads standard input")
+    jobs.add_argument("--output", metavar="FILE", default="-",
+                      help="JSONL results, one per input line in input order: id, prompt, text, seed (or error); "
+                           "default: standard output")
+    jobs.add_argument("--batch-size", type=int, default=8, metavar="N",
+                      help="prompts run together (default: 8); results do not depend on it")
     generate.add_argument("--json", action="store_true",
                           help="print one JSON object: texts, token ids, steps, timing, options (and with "
                                "--return-history the canvas after every step)")
