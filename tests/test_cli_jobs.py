@@ -59,14 +59,17 @@ def test_jsonl_lines_carry_ids_and_options_and_bad_lines_get_an_error(tmp_path, 
         {"id": "unknown", "prompt": "x = 1\n", "colour": "red"},
         {"prompt": ""},
         {"id": 9, "prompt": "y = 2\n", "seed": 123},
+        {"id": "long", "prompt": "x = 1\n" * 400},  # too long for the model: fails alone, not its batch
+        {"id": "after", "prompt": "z = 3\n", "seed": [1, 2]},
     ]
     path = tmp_path / "jobs.jsonl"
     path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
     code, out, err = _main(capsys, ["generate", "--input", path, "--gen-length", 4, "--steps", 4, "--seed", 0])
-    assert code == 1 and "3 of 7 prompts" in err and "4 with an error" in err
+    assert code == 1 and "3 of 9 prompts" in err and "6 with an error" in err
     results = _lines(out)
-    assert [r["id"] for r in results] == ["short", "hole", 3, "bad", "unknown", 6, 9]
-    assert [("error" in r) for r in results] == [False, False, True, True, True, True, False]
+    assert [r["id"] for r in results] == ["short", "hole", 3, "bad", "unknown", 6, 9, "long", "after"]
+    assert [("error" in r) for r in results] == [False, False, True, True, True, True, False, True, True]
+    assert "prompt" in results[7]["error"] and "seed" in results[8]["error"]
     assert "not JSON" in results[2]["error"] and "temperature" in results[3]["error"]
     assert "colour" in results[4]["error"] and "prompt" in results[5]["error"]
     assert len(results[1]["fills"]) == 1 and results[6]["seed"] == 123

@@ -98,6 +98,9 @@ def run_jobs(jobs: List[Job], sampler, tokenizer, config: SamplerConfig, *, gen_
                 length = job.options.get("gen_length", gen_length)
                 if not isinstance(length, int) or isinstance(length, bool) or length < 1:
                     raise ValueError(f"gen_length must be an int >= 1, got {length!r}")
+                seed = job.options.get("seed")
+                if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+                    raise TypeError(f"seed must be an int (one per line), got {seed!r}")
                 runnable.append((job, encoded, length))
             except (ValueError, TypeError) as error:
                 job.error = f"line {job.line}: {error}"
@@ -118,7 +121,8 @@ def run_jobs(jobs: List[Job], sampler, tokenizer, config: SamplerConfig, *, gen_
 
 
 def _run_batch(batch, sampler, tokenizer, config: SamplerConfig) -> List[dict]:
-    """One sampler call for a batch of jobs; on an error every job of the batch gets it."""
+    """One sampler call for a batch of jobs; when it fails, each job runs alone, so that only the jobs
+    that fail by themselves (a prompt too long for the model, say) get the error."""
     jobs = [job for job, _, _ in batch]
     options = {k: v for k, v in jobs[0].options.items() if k not in ("seed", "gen_length")}
     seeds = [job.options.get("seed", config.seed + job.line - 1) for job in jobs]
@@ -130,7 +134,9 @@ def _run_batch(batch, sampler, tokenizer, config: SamplerConfig) -> List[dict]:
         else:
             out = sampler.generate(ids, max_new_tokens=batch[0][2], seed=seeds, **options)
     except (ValueError, TypeError) as error:
-        return [{"id": job.id, "error": f"line {job.line}: {error}"} for job in jobs]
+        if len(batch) > 1:
+            return [entry for item in batch for entry in _run_batch([item], sampler, tokenizer, config)]
+        return [{"id": jobs[0].id, "error": f"line {jobs[0].line}: {error}"}]
     entries = []
     width = out.sequences.shape[1]
     for row, (job, encoded, length) in enumerate(batch):

@@ -1,7 +1,8 @@
 """Pure-PyTorch references of the per-step sampling ops.
 
 These functions define what the fused Triton kernels in this package compute, and they are what the
-``torch`` backend runs. All selection maths is fp32. They share one counter-based random stream with
+``torch`` backend runs (on the CPU the integer hash and the Gumbel logs run on numpy views of the same
+tensors, which compute the same bits several times faster there). All selection maths is fp32. They share one counter-based random stream with
 the kernels (:func:`uniform_noise`), so a kernel and its reference given the same ``rng_state`` draw the
 same noise and can be compared token for token.
 
