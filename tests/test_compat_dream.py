@@ -6,8 +6,10 @@ models must give exactly its tokens and history; ``origin`` and ``alg_temp`` are
 
 This module does not import ``conftest``: ``benchmarks/test_compat_bench.py`` imports it.
 """
+import inspect
 import math
 import types
+import warnings
 
 import pytest
 import torch
@@ -294,7 +296,6 @@ def test_configuration_and_outputs(fresh_seed):
 
 @pytest.mark.parametrize("kwargs,error,name", [
     (dict(alg="greedy"), ValueError, "alg"),
-    (dict(stepz=4), TypeError, "stepz"),
     (dict(max_length=5), ValueError, "max_length"),
     (dict(eps=1.5), ValueError, "eps"),
     (dict(steps=0), ValueError, "steps"),
@@ -313,6 +314,23 @@ def test_bad_arguments_raise_naming_them(kwargs, error, name):
         del settings["max_new_tokens"]
     with pytest.raises(error, match=name):
         diffusion_generate(model, torch.tensor([[5, 6, 7, 8, 9]]), **settings)
+
+
+def test_dreams_signature_unknown_keywords_warn_and_bookkeeping_is_accepted():
+    model = TinyMaskedLM(VOCAB, MASK_ID, seed=0, dim=16, layers=1)
+    prompt = torch.tensor([[5, 6, 7]])
+    settings = dict(max_new_tokens=3, steps=3, mask_token_id=MASK_ID, alg="entropy")  # deterministic
+    expected = diffusion_generate(model, prompt, **settings)
+    bookkeeping = dict(generation_kwargs={}, _from_model_config=True, _commit_hash="abc", transformers_version="4.46")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the bookkeeping keywords are quiet
+        assert torch.equal(diffusion_generate(model, prompt, **settings, **bookkeeping), expected)
+    with pytest.warns(UserWarning, match="ignores the unknown argument.*dual_cache, stepz, threshold"):
+        got = diffusion_generate(model, prompt, **settings, stepz=4, threshold=0.9, dual_cache=True)
+    assert torch.equal(got, expected)
+    with pytest.raises(ValueError, match="inputs must be given"):
+        diffusion_generate(model, **settings)
+    assert inspect.signature(diffusion_generate).parameters["inputs"].default is None
 
 
 def test_a_canvas_without_masks_comes_back_unchanged(fresh_seed):

@@ -398,3 +398,17 @@ def test_greedy_matches_reference_on_cuda_with_llada_vocabulary(fresh_seed):
     settings = dict(steps=32, gen_length=64, block_length=16, cfg_scale=0.5)
     expected = llada_reference(model, prompt, attention, **settings)
     assert torch.equal(llada.generate(model, prompt, attention, **settings), expected)
+
+
+def test_ties_go_to_the_lowest_token_id_and_the_leftmost_position():
+    """Every logit equal (a saturated model): each position draws the lowest id that is not the mask,
+    and equal confidences commit left to right, one position per step."""
+    vocab, mask_id, gen = 16, 15, 6
+    table = torch.zeros(8 + gen, vocab)
+    table[:, mask_id] = -1e4
+    model = TableModel(table)
+    prompt = torch.tensor([[3, 4]])
+    out = llada.generate(model, prompt, steps=gen, gen_length=gen, block_length=gen, mask_id=mask_id)
+    assert out[0, 2:].tolist() == [0] * gen
+    for step, canvas in enumerate(model.inputs):  # before step k, the k leftmost generated positions are filled
+        assert (canvas[0, 2:2 + step] == 0).all() and (canvas[0, 2 + step:] == mask_id).all()

@@ -4,6 +4,11 @@
 first): ``model.diffusion_generate(ids, **kw)`` becomes ``diffusion_generate(model, ids, **kw)``.
 The options are those of Dream's ``DreamGenerationConfig`` (:class:`DreamGenerationConfig` here).
 
+Ties go to the lowest index: the lowest token id among equal logits, the leftmost position among equal
+scores. Dream's ``torch.topk`` / ``argmax`` leave the order among equal values unspecified, so where
+scores tie (saturated models, CFG-amplified logits, one-token nuclei) the tokens can differ from
+Dream's; without ties the greedy tokens are the same.
+
 The algorithm, as Dream's ``DreamGenerationMixin._sample`` runs it: the prompt is followed by mask
 tokens up to ``max_length``; the model runs on the whole canvas with Dream's calling convention
 (``attention_mask="full"`` without padding, else a bool ``[B, 1, N, N]`` mask, and ``tok_idx`` position
@@ -64,6 +69,7 @@ Where fastdiff differs from Dream's code:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -163,13 +169,13 @@ class DreamModelRunner(WeakModelRunner):
 
 
 @torch.no_grad()
-def diffusion_generate(model, inputs: torch.Tensor, generation_config=None, **kwargs):
+def diffusion_generate(model, inputs: Optional[torch.Tensor] = None, generation_config=None, **kwargs):
     """Dream's ``diffusion_generate``, on fastdiff's sampler.
 
     Args:
         model: a Dream model (called as described in :class:`DreamModelRunner`, output with ``.logits``).
         inputs: int ``[B, P]`` prompt ids, left-padded when they differ in length. Mask tokens inside
-            the prompt are filled too.
+            the prompt are filled too. Optional in the signature, as in Dream, and required all the same.
         generation_config: a :class:`DreamGenerationConfig`, Dream's own config object, any object with
             those attributes, or a dict of them; ``None``: the defaults. Keyword arguments override it.
         **kwargs: any :class:`DreamGenerationConfig` field, and
@@ -178,7 +184,10 @@ def diffusion_generate(model, inputs: torch.Tensor, generation_config=None, **kw
             first step, then after each step that runs, with Dream's step index; returning ``None``
             keeps the canvas) and
             ``generation_logits_hook_func(step, x, logits) -> logits`` (on the shifted logits, before
-            sampling).
+            sampling). The bookkeeping arguments of Dream's config (``generation_kwargs``,
+            ``_from_model_config``, ``_commit_hash``, ``transformers_version``) are accepted and unused;
+            other unknown keywords are ignored with a warning (Dream ignores them silently), so a call
+            meant for another sampler's options (Fast-dLLM's ``threshold``, say) does not pass unnoticed.
 
     Returns:
         int64 ``[B * num_return_sequences, max_length]`` on the model's device, or with
@@ -186,7 +195,7 @@ def diffusion_generate(model, inputs: torch.Tensor, generation_config=None, **kw
 
     Raises:
         ValueError: ``max_length`` not above the prompt length, an unknown ``alg``, bad option values.
-        TypeError: unknown keyword arguments, or arguments of the wrong type.
+        TypeError: arguments of the wrong type.
 
     Example:
         >>> from fastdiff.compat.dream import diffusion_generate
@@ -202,6 +211,8 @@ def diffusion_generate(model, inputs: torch.Tensor, generation_config=None, **kw
         if hook is not None and not callable(hook):
             raise TypeError(f"{name} must be callable, got {type(hook).__name__}")
     config = _resolve_config(model, generation_config, kwargs)
+    if inputs is None:
+        raise ValueError("inputs must be given: the prompt ids [B, P] (Dream's diffusion_generate needs them too)")
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs must be a torch.Tensor of token ids, got {type(inputs).__name__}")
     if inputs.is_floating_point() or inputs.is_complex() or inputs.dtype == torch.bool:
@@ -253,12 +264,21 @@ def diffusion_generate(model, inputs: torch.Tensor, generation_config=None, **kw
     return _output(config, out.sequences, history)
 
 
+# what Dream's DreamGenerationConfig pops from its keywords and keeps without reading
+_CONFIG_BOOKKEEPING = ("generation_kwargs", "_from_model_config", "_commit_hash", "transformers_version")
+
+
 def _resolve_config(model, generation_config, overrides: Dict) -> DreamGenerationConfig:
     """Dream's config handling: defaults, then ``generation_config``, then keyword arguments; the mask
     token falls back to the model's ``generation_config`` / ``config``."""
+    for name in _CONFIG_BOOKKEEPING:
+        overrides.pop(name, None)
     unknown = sorted(set(overrides) - set(_FIELDS))
     if unknown:
-        raise TypeError(f"unknown diffusion_generate argument(s): {', '.join(unknown)}")
+        warnings.warn(f"diffusion_generate ignores the unknown argument(s) {', '.join(unknown)} (as Dream does)",
+                      UserWarning, stacklevel=3)
+        for name in unknown:
+            del overrides[name]
     values = {}
     if isinstance(generation_config, Mapping):
         values = {name: generation_config[name] for name in _FIELDS if name in generation_config}

@@ -4,6 +4,11 @@
 ``generate.py`` (ML-GSAI/LLaDA): replace ``from generate import generate`` with
 ``from fastdiff.compat.llada import generate``.
 
+Ties go to the lowest index: the lowest token id among equal logits, the leftmost position among equal
+scores. LLaDA's ``torch.topk`` / ``argmax`` leave the order among equal values unspecified, so where
+scores tie (saturated models, CFG-amplified logits, one-token nuclei) the tokens can differ from
+LLaDA's; without ties the greedy tokens are the same.
+
 The algorithm, as LLaDA runs it: the canvas is the prompt followed by ``gen_length`` mask tokens, cut
 into blocks of ``block_length`` filled left to right, with ``steps / num_blocks`` steps per block. At
 each step the model runs on the whole canvas; every masked position of the current block draws a

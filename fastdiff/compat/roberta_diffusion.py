@@ -5,6 +5,11 @@ canvas of ``canvas_length`` tokens whose first ``prefix_length`` hold the prompt
 the whole prompt left-padded with the pad token; pads are ordinary tokens of the canvas, attended to),
 the rest mask tokens. The model runs on the whole canvas with no attention mask.
 
+Ties go to the lowest index: the lowest token id among equal logits, the leftmost position among equal
+scores. The blog's ``torch.topk`` / ``argmax`` leave the order among equal values unspecified, so where
+scores tie (saturated models, CFG-amplified logits, one-token nuclei) the tokens can differ from the
+blog's; without ties the greedy tokens are the same.
+
 :func:`generate` is the blog post's sampler ("BERT is just a Single Text Diffusion Step"): canvas 256,
 prefix 16, 10 steps whose mask ratio goes 0.9, 0.8, ..., 0.1, 0; tokens are sampled at temperature 1
 from the top-50 tokens cut to the 0.95 nucleus. In the blog's loop every step draws a token at every
