@@ -170,8 +170,9 @@ class Sampler:
                 right padding moved to the left), a list of ids, or a list of id lists / 1-D tensors
                 (left-padded here with the tokenizer's pad token).
             gen_length: tokens to generate per row (``max_new_tokens`` is the same, by its transformers name).
-            attention_mask: ``[B, P]`` of 0/1 for a tensor ``prompt_ids``: 0 marks left padding. Pad and
-                prompt positions are never modified. A padded row gives the same result as that row alone
+            attention_mask: ``[B, P]`` of 0/1 for a tensor ``prompt_ids``: 0 marks padding, left or right
+                (a right-padded row runs, and comes back, left-padded). Pad and prompt positions are never
+                modified. A padded row gives the same result as that row alone
                 with its own seed (for models that take ``position_ids``, or RoBERTa-style models): its
                 noise is keyed by its seed and by positions counted from its first real token. With an int
                 ``seed=s``, row ``b`` has seed ``s + b``; pass one seed per row to make rows independent of

@@ -232,16 +232,28 @@ def check_hook_logits(hooked, logits: torch.Tensor) -> torch.Tensor:
 
 def check_prompt(prompt_ids, gen_length, attention_mask, mask_token_id: int,
                  vocab: Optional[int]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """The inputs of a generation: ``(prompt int64 [B, P], attention bool [B, P] or None)``. The
-    attention mask must be left padding, and the prompt must not hold the mask token."""
+    """The inputs of a generation: ``(prompt int64 [B, P], attention bool [B, P] or None)``, left-padded.
+    Each row of the attention mask is left padding (zeros then ones) or right padding (ones then zeros,
+    as dllm and many tokenizers pad; such a row is moved to the right, its pads first), and the prompt
+    must not hold the mask token."""
     prompt = check_ids(prompt_ids, "prompt_ids", vocab)
     if isinstance(gen_length, bool) or not isinstance(gen_length, int):
         raise TypeError(f"gen_length must be an int, got {type(gen_length).__name__}")
     if gen_length <= 0:
         raise ValueError(f"gen_length must be positive, got {gen_length}")
     attention = check_attention(attention_mask, tuple(prompt.shape), "attention_mask")
-    if attention is not None and bool((attention[:, 1:].int() < attention[:, :-1].int()).any()):
-        raise ValueError("attention_mask must be left padding: each row zeros then ones")
+    if attention is not None:
+        rises = (attention[:, 1:].int() > attention[:, :-1].int()).any(dim=1)
+        falls = (attention[:, 1:].int() < attention[:, :-1].int()).any(dim=1)
+        if bool((rises & falls).any()):
+            raise ValueError("attention_mask must be left or right padding: each row zeros then ones, or ones "
+                             "then zeros")
+        if bool(falls.any()):  # right-padded rows: roll each so that its real tokens end the row
+            P = prompt.shape[1]
+            lead = torch.where(falls, attention.sum(dim=1), P).to(prompt.device)  # real tokens of a right-padded row
+            source = (torch.arange(P, device=prompt.device)[None, :] - (P - lead)[:, None]) % P
+            prompt = prompt.gather(1, source)
+            attention = attention.to(prompt.device).gather(1, source)
     real = attention.to(prompt.device) if attention is not None else torch.ones_like(prompt, dtype=torch.bool)
     if bool(((prompt == mask_token_id) & real).any()):
         raise ValueError(f"prompt_ids contain mask_token_id={mask_token_id}; use infill() to fill holes")

@@ -143,3 +143,16 @@ def test_bad_inputs_name_the_argument(demo):
         as_id_batch({"input_ids": [[5, 6]], "attention_mask": [[0, 0]]}, "prompt_ids", None, 4, 1)
     with pytest.raises(ValueError, match=r"\[MASK\*0\]"):
         demo.infill("x = [MASK*0]")
+
+
+def test_right_padded_tensor_batches_run_as_left_padded_ones(demo):
+    rows = [_ids(demo, "import os\n"), _ids(demo, "def area(width, height):\n")]
+    width, pad = max(map(len, rows)), demo.tokenizer.pad_token_id
+    left = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    right = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    left_mask, right_mask = left != pad, right != pad
+    expected = demo.generate(left, max_new_tokens=5, attention_mask=left_mask, seed=[3, 4])
+    got = demo.generate(right, max_new_tokens=5, attention_mask=right_mask, seed=[3, 4])
+    assert torch.equal(got.sequences, expected.sequences) and got.texts == expected.texts
+    with pytest.raises(ValueError, match="left or right padding"):
+        demo.generate(left, max_new_tokens=5, attention_mask=torch.tensor([[1, 0] + [1] * (width - 2)] * 2))
