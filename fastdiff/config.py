@@ -12,6 +12,7 @@ from fastdiff.schedule import SCHEDULES, ScheduleFn
 from fastdiff.validation import check_flag, check_int, check_number, check_seeds, is_int
 
 UNMASK_RULES = ("confidence", "margin", "entropy", "random", "ancestral")
+TRANSFER_COUNTS = ("schedule", "binomial")
 REMASK_RULES = ("low_confidence",)
 
 
@@ -46,6 +47,12 @@ class SamplerConfig:
     schedule: Union[str, ScheduleFn] = option("linear", help=(
         'tokens committed per step inside a block: ``"linear"`` (equal, remainder front-loaded), ``"cosine"`` '
         "(MaskGIT) or a callable ``(n_tokens, n_steps) -> counts``."))
+    transfer_counts: str = option("schedule", help=(
+        'how many positions a row commits at each step: ``"schedule"`` (the schedule\'s counts, the same for '
+        'every row with as many masked positions) or ``"binomial"`` (dllm\'s stochastic transfer: the counts of '
+        '``unmask="ancestral"``, drawn per row from its seed, each position revealed with probability '
+        "``(t - s) / t``, while ``unmask`` still chooses which positions). With ``\"binomial\"`` the steps are the "
+        "time grid, as for ancestral: a step that commits nothing in any row runs no forward pass."))
     unmask: str = option("confidence", help=(
         'which masked positions are committed: ``"confidence"`` (probability of the drawn token), '
         '``"margin"`` (top-1 minus top-2 probability), ``"entropy"`` (negative entropy), ``"random"`` '
@@ -143,12 +150,16 @@ class SamplerConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES} or a callable, got {self.schedule!r}")
         if self.unmask not in UNMASK_RULES:
             raise ValueError(f"unmask must be one of {UNMASK_RULES}, got {self.unmask!r}")
+        if self.transfer_counts not in TRANSFER_COUNTS:
+            raise ValueError(f"transfer_counts must be one of {TRANSFER_COUNTS}, got {self.transfer_counts!r}")
         if self.threshold is not None:
             check_number(self.threshold, "threshold")
             if not 0.0 < self.threshold <= 1.0:
                 raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
             if self.unmask not in ("confidence", "margin"):
                 raise ValueError(f"threshold works with unmask='confidence' or 'margin', not {self.unmask!r}")
+            if self.transfer_counts != "schedule":
+                raise ValueError("threshold sets the counts itself: it works with transfer_counts='schedule'")
         if self.block_length is not None:
             check_int(self.block_length, "block_length")
             if self.block_length <= 0:

@@ -48,9 +48,9 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     else:
         per_row = [[e - s for (s, e) in blocks] for _ in range(B)]
     block_tokens = [max(per_row[r][b] for r in range(B)) for b in range(len(blocks))]
-    ancestral = config.unmask == "ancestral"
+    binomial = _binomial_counts(config)
     budget = config.steps if config.steps is not None else sum(block_tokens)
-    alloc = allocate_steps(budget, block_tokens, clamp=not ancestral)
+    alloc = allocate_steps(budget, block_tokens, clamp=not binomial)
     commit_counts = _commit_counter(config, rng)
 
     block_masks = torch.zeros(len(blocks), L, dtype=torch.bool)
@@ -60,8 +60,8 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
         s, e = blocks[b]
         block_masks[j, s:e] = True
         counts = [commit_counts(per_row[r][b], alloc[b], r) for r in range(B)]
-        # an ancestral step that reveals nothing in any row needs no forward pass
-        kept = sorted(set().union(*counts)) if ancestral else list(range(alloc[b]))
+        # a step of the binomial law that reveals nothing in any row needs no forward pass
+        kept = sorted(set().union(*counts)) if binomial else list(range(alloc[b]))
         step_counter += [sum(alloc[:b]) + i for i in kept]
         first_step.append(len(step_block))
         step_block += [j] * len(kept)
@@ -90,11 +90,17 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     )
 
 
+def _binomial_counts(config: SamplerConfig) -> bool:
+    """Whether the counts follow the ancestral (binomial) law: ``unmask="ancestral"``, or dllm's
+    stochastic transfer with another rule choosing the positions."""
+    return config.unmask == "ancestral" or config.transfer_counts == "binomial"
+
+
 def _commit_counter(config: SamplerConfig, rng: torch.Tensor) -> Callable[[int, int, int], Dict[int, int]]:
     """``counts(n, s, row)``: tokens a row with ``n`` masked positions commits at each of a block's ``s``
     steps, by step (steps that commit nothing may be left out)."""
     schedule = resolve_schedule(config.schedule)
-    if config.unmask != "ancestral":
+    if not _binomial_counts(config):
         cache: Dict[Tuple[int, int], Dict[int, int]] = {}
 
         def scheduled_counts(n: int, s: int, row: int) -> Dict[int, int]:

@@ -170,6 +170,31 @@ def test_ancestral_reveal_rate_is_t_minus_s_over_t(fresh_seed):
     assert masked[-1] == 0 and out.nfe == steps
 
 
+def test_binomial_transfer_counts_are_ancestral_counts_at_confident_positions(fresh_seed):
+    """dllm's stochastic transfer: each row commits the ancestral law's counts (the same draws as
+    unmask="ancestral" with the same seed), and the positions are the most confident masked ones."""
+    n, steps, rows = 24, 6, 3
+    table = _random_table(n, 5)
+    kwargs = dict(steps=steps, return_history=True, seed=fresh_seed)
+    binomial = Sampler(OracleModel(table), MASK_ID, transfer_counts="binomial", **kwargs).generate(
+        torch.zeros(rows, 0, dtype=torch.long), gen_length=n)
+    ancestral = Sampler(OracleModel(table), MASK_ID, unmask="ancestral", **kwargs).generate(
+        torch.zeros(rows, 0, dtype=torch.long), gen_length=n)
+    masked = lambda out: [[int((h[r] == MASK_ID).sum()) for h in out.history] for r in range(rows)]  # noqa: E731
+    assert masked(binomial) == masked(ancestral) and len(set(map(tuple, masked(binomial)))) > 1  # rows differ
+    # greedy confidence: each committed position outranks every position still masked after it
+    confidence = torch.softmax(table.masked_fill(torch.arange(V) == MASK_ID, float("-inf")), dim=-1).amax(dim=-1)
+    for r in range(rows):
+        for canvas in binomial.history:
+            filled, left = canvas[r] != MASK_ID, canvas[r] == MASK_ID
+            if filled.any() and left.any():
+                assert confidence[filled].min() >= confidence[left].max()
+    with pytest.raises(ValueError, match="transfer_counts"):
+        Sampler(OracleModel(table), MASK_ID, transfer_counts="poisson")
+    with pytest.raises(ValueError, match="threshold"):
+        Sampler(OracleModel(table), MASK_ID, transfer_counts="binomial", threshold=0.9)
+
+
 def test_ancestral_follows_the_cosine_time_grid(fresh_seed):
     steps, n, rows = 4, 500, 4
     out = Sampler(OracleModel(_random_table(1, 3)[0]), MASK_ID, steps=steps, unmask="ancestral",
