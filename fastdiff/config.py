@@ -97,6 +97,9 @@ class SamplerConfig:
         "the positions after it become that EOS, and the call ends early once every row is finished."))
     suppress_token_ids: Sequence[int] = option(factory=tuple, help=(
         "ids that are never sampled. The mask token is always suppressed."))
+    begin_suppress_token_ids: Sequence[int] = option(factory=tuple, help=(
+        "ids never sampled at the first generated position (transformers' / dllm's ``begin_suppress_tokens``, "
+        "e.g. EOS so that a generation does not end before it starts); :meth:`Sampler.generate` only."))
     defer_token_ids: Sequence[int] = option(factory=tuple, help=(
         "positions whose drawn token is one of these get the lowest score, so they are committed after every "
         "other position of the block (LLaDA's low-confidence EOS / EoT)."))
@@ -203,7 +206,7 @@ class SamplerConfig:
             ids = [self.eos_token_id] if isinstance(self.eos_token_id, int) else self.eos_token_id
             if isinstance(ids, (str, bytes)) or not all(is_int(i) and i >= 0 for i in ids) or not len(ids):
                 raise TypeError(f"eos_token_id must be a non-negative int or a sequence of them, got {self.eos_token_id!r}")
-        for name in ("suppress_token_ids", "defer_token_ids"):
+        for name in ("suppress_token_ids", "begin_suppress_token_ids", "defer_token_ids"):
             ids = getattr(self, name)
             if isinstance(ids, (str, bytes)) or not all(is_int(i) and i >= 0 for i in ids):
                 raise TypeError(f"{name} must be non-negative ints, got {ids!r}")

@@ -167,6 +167,7 @@ def graph_key(state, plan, config, backend: str, uses_head: bool, model) -> Hash
                  config.logits_shift, config.top_k is None, config.top_p is None,
                  config.score_temperature is None, len(state.suppress_ids),
                  None if state.defer_ids is None else len(state.defer_ids),
-                 None if state.eos_ids is None else len(state.eos_ids))
+                 None if state.eos_ids is None else len(state.eos_ids),
+                 None if state.begin_suppress_ids is None else (state.begin_position, len(state.begin_suppress_ids)))
     return (tuple(state.canvas.shape), str(state.canvas.device), dtype, backend, state.attention_mask is not None,
             len(plan.step_block), tuple(plan.block_masks.shape), uses_head, structure)

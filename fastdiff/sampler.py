@@ -213,7 +213,7 @@ class Sampler:
         editable[:, P:] = True
         real = torch.cat([real, torch.ones(B, gen_length, dtype=torch.bool, device=device)], dim=1)
         out = self._run(canvas, editable, real, region=(P, L), row_counts=None, config=config,
-                        hooks=Hooks(on_step, logits_hook), progress=progress,
+                        hooks=Hooks(on_step, logits_hook), progress=progress, begin_position=P,
                         stream=streaming.BlockStream(streamer, prompt, (P, L), config) if streamer is not None else None)
         return self._with_texts(out, out.sequences[:, P:])
 
@@ -275,7 +275,8 @@ class Sampler:
         return out
 
     def _run(self, canvas, editable, real, *, region, row_counts, config: SamplerConfig, hooks: Hooks,
-             progress, stream: Optional[streaming.BlockStream] = None) -> GenerationOutput:
+             progress, stream: Optional[streaming.BlockStream] = None,
+             begin_position: Optional[int] = None) -> GenerationOutput:
         check_callable(progress, "progress")
         check_eos(config.eos_ids, self.mask_token_id)
         B, L = canvas.shape
@@ -285,7 +286,7 @@ class Sampler:
         rng = ops.make_rng_state(config.seed, B, device, origin=torch.argmax(real.to(torch.int8), dim=1))
         plan = make_plan(config, region, row_counts, B, L, device, rng)
         state = new_state(config, self.runner, self.mask_token_id, canvas, editable, real,
-                          padded=not bool(real.all()), rng=rng)
+                          padded=not bool(real.all()), rng=rng, begin_position=begin_position)
         denoise = Denoiser(self.runner, self.mask_token_id, config, backend, hooks)
         if stream is not None:
             stream.start(state.canvas, self.mask_token_id)

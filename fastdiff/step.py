@@ -33,14 +33,18 @@ class StepState:
     bad_step: torch.Tensor  # int64 []: first step with NaN / inf logits, -1 if none
     params: Dict[str, torch.Tensor]  # the config's numbers as device scalars (graphs reuse across values)
     suppress_ids: torch.Tensor  # int64 [S]
+    begin_suppress_ids: Optional[torch.Tensor]  # int64 [S']: also suppressed at column begin_position
+    begin_position: Optional[int]  # the canvas column of the first generated token (generate only)
     defer_ids: Optional[torch.Tensor]  # int64 [D]
     eos_ids: Optional[torch.Tensor]  # int64 [E]
 
 
 def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, canvas: torch.Tensor,
-              editable: torch.Tensor, real: torch.Tensor, padded: bool, rng: torch.Tensor) -> StepState:
+              editable: torch.Tensor, real: torch.Tensor, padded: bool, rng: torch.Tensor,
+              begin_position: Optional[int] = None) -> StepState:
     """The state before the first step of a call on ``canvas`` (int64 ``[B, L]``, holding the mask token
-    at the ``editable`` positions; ``real``: bool ``[B, L]``, false at padding)."""
+    at the ``editable`` positions; ``real``: bool ``[B, L]``, false at padding). ``begin_position``: the
+    first generated column, where ``begin_suppress_token_ids`` apply (``None``: infill, they do not)."""
     device = canvas.device
     B, L = canvas.shape
     attention = real.to(torch.int64) if padded else None
@@ -77,6 +81,8 @@ def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, ca
         bad_step=torch.full((), -1, dtype=torch.int64, device=device),
         params=params,
         suppress_ids=ids(sorted(set(config.suppress_token_ids) | {mask_token_id})),
+        begin_suppress_ids=ids(sorted(set(config.begin_suppress_token_ids))) if begin_position is not None else None,
+        begin_position=begin_position if config.begin_suppress_token_ids else None,
         defer_ids=ids(config.defer_token_ids),
         eos_ids=ids(config.eos_ids) if config.stop_at_eos else None,
     )
@@ -217,8 +223,9 @@ class Denoiser:
     def _check_vocab(self, vocab: int) -> None:
         if self.mask_token_id >= vocab:
             raise ValueError(f"mask_token_id={self.mask_token_id} is outside the model's vocabulary [0, {vocab})")
-        if any(i >= vocab for i in self.config.suppress_token_ids):
-            raise ValueError(f"suppress_token_ids must lie in [0, {vocab}), got {list(self.config.suppress_token_ids)}")
+        for name in ("suppress_token_ids", "begin_suppress_token_ids"):
+            if any(i >= vocab for i in getattr(self.config, name)):
+                raise ValueError(f"{name} must lie in [0, {vocab}), got {list(getattr(self.config, name))}")
 
     def _sample_options(self, st: StepState) -> dict:
         config, params = self.config, st.params
@@ -238,6 +245,12 @@ class Denoiser:
             shift = False
         if self.hooks.logits_hook is not None:
             logits = check_hook_logits(self.hooks.logits_hook(step_index, st.canvas, logits), logits)
+        if st.begin_suppress_ids is not None:
+            if self.hooks:  # the hooks' tensors may be the caller's: never written
+                logits = logits.clone()
+            # the first generated position reads the logits of the column before it when the op shifts them
+            column = st.begin_position - 1 if shift and st.begin_position > 0 else st.begin_position
+            logits[:, column].index_fill_(-1, st.begin_suppress_ids, float("-inf"))
         tokens, scores = ops.dispatch_sample_masked(self.backend, logits, eligible, st.rng, logits_shift=shift,
                                                     **self._sample_options(st))
         return tokens, scores, logits
@@ -259,6 +272,10 @@ class Denoiser:
         rows = torch.cat([hidden[source], hidden[source + B * L]]) if self.config.cfg_scale > 0 else hidden[source]
         logits = self._guide(self.runner.head(rows), st)
         self._check_vocab(logits.shape[-1])
+        if st.begin_suppress_ids is not None:  # the rows of the first generated position (static shapes)
+            first = (row_ids >= 0) & (row_ids % L == st.begin_position)
+            kept = logits.index_select(1, st.begin_suppress_ids).masked_fill(first[:, None], float("-inf"))
+            logits.index_copy_(1, st.begin_suppress_ids, kept)
         row_tokens, row_scores = ops.dispatch_sample_rows(self.backend, logits, row_ids, st.rng, L,
                                                           **self._sample_options(st))
         target = torch.where(row_ids >= 0, row_ids, B * L)

@@ -476,3 +476,34 @@ def test_deferred_tokens_are_committed_last():
     out = Sampler(OracleModel(table), MASK_ID, steps=6, return_history=True).generate(
         torch.zeros(1, 0, dtype=torch.long), gen_length=6)
     assert out.history[0][0, 1] == eos
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_begin_suppress_tokens_hold_only_at_the_first_generated_position(shift):
+    table = torch.zeros(12, V)
+    table[:, 20] = 5.0  # the argmax everywhere
+    table[:, 21] = 4.0  # the runner-up
+    model = OracleModel(table)
+    out = Sampler(model, MASK_ID, steps=4, logits_shift=shift, begin_suppress_token_ids=[20]).generate(
+        torch.tensor([[5, 6]]), gen_length=6)
+    assert out.sequences[0].tolist() == [5, 6, 21] + [20] * 5
+    hooked = Sampler(OracleModel(table), MASK_ID, steps=4, logits_shift=shift, begin_suppress_token_ids=[20]).generate(
+        torch.tensor([[5, 6]]), gen_length=6, logits_hook=lambda step, canvas, logits: logits)
+    assert torch.equal(hooked.sequences, out.sequences)  # the hook path suppresses the same column
+    filled = Sampler(OracleModel(table), MASK_ID, begin_suppress_token_ids=[20]).infill(
+        torch.tensor([[5, MASK_ID, MASK_ID]]))
+    assert filled.sequences[0].tolist() == [5, 20, 20]  # infill: not a generation, nothing suppressed
+
+
+def test_begin_suppress_tokens_on_the_masked_row_head(tiny_roberta):
+    """The masked-row head (RoBERTa) suppresses the same position as the full head."""
+    prompt = torch.tensor([[0, 11, 12]])
+    runs = []
+    for head in (True, False):
+        sampler = Sampler(tiny_roberta, mask_token_id=4, steps=5, masked_head=head, seed=2)
+        plain = sampler.generate(prompt, gen_length=6)
+        first = int(plain.sequences[0, 3])
+        suppressed = sampler.generate(prompt, gen_length=6, begin_suppress_token_ids=[first])
+        assert int(suppressed.sequences[0, 3]) != first
+        runs.append(suppressed.sequences)
+    assert torch.equal(runs[0], runs[1])
