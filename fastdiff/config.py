@@ -65,6 +65,12 @@ class SamplerConfig:
         'with ``"confidence"`` or ``"margin"``: commit every masked position of the block whose score is ``>= '
         "threshold``, at least one per row, so counts differ per row and a block may finish early. The last step "
         "of a block's budget commits whatever is left."))
+    factor: Optional[float] = option(None, help=(
+        "Fast-dLLM's factor-based parallel decoding, with ``\"confidence\"`` or ``\"margin\"``: with the "
+        "block's masked scores sorted, largest first, commit the ``n`` best where ``n`` is the first rank "
+        "``i >= 1`` whose score is below ``1 - factor / (i + 2)`` (all of them when that is the last rank or "
+        "none is below), at least one per row; counts differ per row and a block may finish early. The last "
+        "step of a block's budget commits whatever is left."))
     position_temperature: float = option(0.0, help=(
         "``tau > 0`` chooses positions by Gumbel-top-k on ``score / tau`` (sampling without replacement) instead "
         "of plain top-k."))
@@ -138,6 +144,12 @@ class SamplerConfig:
             return (self.eos_token_id,)
         return tuple(self.eos_token_id)
 
+    @property
+    def adaptive_counts(self) -> bool:
+        """Whether each step's commit count depends on the scores (``threshold`` or ``factor``): rows
+        then differ and a block may finish before its budget."""
+        return self.threshold is not None or self.factor is not None
+
     def validate(self) -> None:
         """Raise ``ValueError`` / ``TypeError`` naming the first bad field."""
         self._validate_rules()
@@ -163,6 +175,16 @@ class SamplerConfig:
                 raise ValueError(f"threshold works with unmask='confidence' or 'margin', not {self.unmask!r}")
             if self.transfer_counts != "schedule":
                 raise ValueError("threshold sets the counts itself: it works with transfer_counts='schedule'")
+        if self.factor is not None:
+            check_number(self.factor, "factor")
+            if self.factor <= 0:
+                raise ValueError(f"factor must be > 0, got {self.factor}")
+            if self.threshold is not None:
+                raise ValueError("give threshold or factor, not both")
+            if self.unmask not in ("confidence", "margin"):
+                raise ValueError(f"factor works with unmask='confidence' or 'margin', not {self.unmask!r}")
+            if self.transfer_counts != "schedule":
+                raise ValueError("factor sets the counts itself: it works with transfer_counts='schedule'")
         if self.block_length is not None:
             check_int(self.block_length, "block_length")
             if self.block_length <= 0:

@@ -136,10 +136,10 @@ def _left_after(n: int, counts: Dict[int, int], kept: List[int]) -> List[int]:
 
 def _bound_before(config: SamplerConfig, n: int, targets: List[int]) -> List[int]:
     """Masked positions a row can still have in the block before each step: the plan's target, unless
-    commits can fall short of it (threshold: at least one per step) or masks come back (remasking)."""
+    commits can fall short of it (threshold / factor: at least one per step) or masks come back (remasking)."""
     if config.remask is not None:
         return [n] * len(targets)
-    if config.threshold is not None:
+    if config.adaptive_counts:
         return [max(n - i, 0) for i in range(len(targets))]
     return [n] + targets[:-1]
 
@@ -147,7 +147,7 @@ def _bound_before(config: SamplerConfig, n: int, targets: List[int]) -> List[int
 def can_stop_early(config: SamplerConfig) -> bool:
     """Whether a call may end before its last planned step (the plan step and the host step count can
     then part ways)."""
-    return config.threshold is not None or bool(config.eos_ids and config.stop_at_eos)
+    return config.adaptive_counts or bool(config.eos_ids and config.stop_at_eos)
 
 
 def row_buckets(plan: Plan, config: SamplerConfig, uses_head: bool, graphed: bool, B: int,

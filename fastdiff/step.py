@@ -61,6 +61,7 @@ def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, ca
         "top_k": scalar(config.top_k or 1, torch.int32),
         "top_p": scalar(config.top_p or 1.0),
         "threshold": scalar(config.threshold or 0.0),
+        "factor": scalar(config.factor or 1.0),
         "position_temperature": scalar(config.position_temperature),
         "remask_ratio": scalar(config.remask_ratio),
         "remask_temperature": scalar(config.remask_temperature),
@@ -177,8 +178,8 @@ class Denoiser:
         return logits
 
     def _select(self, st: StepState, scores, eligible, target_after, last) -> torch.Tensor:
-        """The positions to commit: ``n_masked - target_after`` per row by the unmasking rule, or the
-        confident ones (threshold; everything left at a block's last step)."""
+        """The positions to commit: ``n_masked - target_after`` per row by the unmasking rule, or as many
+        as the scores call for (threshold, factor); everything left at a block's last step."""
         config, params = self.config, st.params
         n_masked = eligible.sum(dim=-1)
         k = (n_masked - target_after).clamp(min=0)
@@ -186,6 +187,8 @@ class Denoiser:
             threshold = torch.where(last, float("-inf"), params["threshold"])
             return ops.dispatch_select_topk(self.backend, scores, eligible, n_masked, st.rng,
                                             position_temperature=params["position_temperature"], threshold=threshold)
+        if config.factor is not None:
+            k = torch.where(last, n_masked, factor_counts(scores, eligible, params["factor"]))
         if config.unmask in ("random", "ancestral"):  # uniform positions: Gumbel-top-k of equal scores
             return ops.dispatch_select_topk(self.backend, torch.zeros_like(scores), eligible, k, st.rng,
                                             position_temperature=1.0, threshold=None)
@@ -332,6 +335,19 @@ def _finish_rows_at_eos(st: StepState, mask_token_id: int) -> None:
     st.canvas.copy_(torch.where(after, eos_token, st.canvas))
     st.confidence.masked_fill_(after, float("nan"))
     st.done.logical_or_(newly_done)
+
+
+def factor_counts(scores: torch.Tensor, eligible: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """int64 ``[B]``: the positions Fast-dLLM's factor rule commits in each row. With the eligible scores
+    sorted, largest first, ``s_0 >= s_1 >= ...`` over ``n`` positions: the first rank ``i >= 1`` with
+    ``s_i < 1 - factor / (i + 2)``, or ``n`` when there is none or it is the last rank ``n - 1`` (as
+    Fast-dLLM counts); 0 for a row with nothing eligible. Static shapes, no host synchronisation."""
+    n = eligible.sum(dim=-1)
+    ranked = torch.sort(torch.where(eligible, scores, float("-inf")), dim=-1, descending=True).values
+    rank = torch.arange(scores.shape[-1], device=scores.device)
+    below = (ranked < 1.0 - factor / (rank + 2)) & (rank >= 1) & (rank[None, :] < n[:, None])
+    first = torch.where(below.any(dim=-1), torch.argmax(below.to(torch.int8), dim=-1), n)
+    return torch.where(first < n - 1, first, n)
 
 
 def equals_any(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

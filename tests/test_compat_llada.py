@@ -354,9 +354,15 @@ def test_bad_prompts_raise():
     with pytest.raises(ValueError, match="mask_token_id"):
         llada.generate(TableModel(table), torch.tensor([[5, 49, 7]]), steps=8, gen_length=8, block_length=8,
                        mask_id=49)
-    with pytest.raises(ValueError, match="left padding"):
-        llada.generate(TableModel(table), torch.tensor([[5, 6, 1]]), torch.tensor([[1, 1, 0]]), steps=8,
+    with pytest.raises(ValueError, match="left or right padding"):
+        llada.generate(TableModel(table), torch.tensor([[5, 1, 6]]), torch.tensor([[1, 0, 1]]), steps=8,
                        gen_length=8, block_length=8, mask_id=49)
+    # a right-padded prompt runs as the left-padded one (dllm's batches), and comes back left-padded
+    right = llada.generate(TableModel(table), torch.tensor([[5, 6, 1]]), torch.tensor([[1, 1, 0]]), steps=8,
+                           gen_length=8, block_length=8, mask_id=49)
+    left = llada.generate(TableModel(table), torch.tensor([[1, 5, 6]]), torch.tensor([[0, 1, 1]]), steps=8,
+                          gen_length=8, block_length=8, mask_id=49)
+    assert torch.equal(right, left)
 
 
 def test_samplers_are_cached_per_settings_and_do_not_keep_models_alive(monkeypatch, fresh_seed):
@@ -412,3 +418,75 @@ def test_ties_go_to_the_lowest_token_id_and_the_leftmost_position():
     assert out[0, 2:].tolist() == [0] * gen
     for step, canvas in enumerate(model.inputs):  # before step k, the k leftmost generated positions are filled
         assert (canvas[0, 2:2 + step] == 0).all() and (canvas[0, 2 + step:] == mask_id).all()
+
+
+@torch.no_grad()
+def fast_dllm_reference(model, prompt, steps, gen_length, block_length, mask_id, threshold=None, factor=None):
+    """Fast-dLLM's greedy LLaDA loop, written from its description: each block loops until it is full;
+    a step commits the scheduled count (no threshold / factor), or the most confident masked position
+    and every other one at ``>= threshold``, or the factor rule's count. Ties go to the lowest index."""
+    B, P = prompt.shape
+    x = torch.cat([prompt, torch.full((B, gen_length), mask_id, dtype=torch.long)], dim=1)
+    nfe, steps_per_block = 0, steps // (gen_length // block_length)
+    for start in range(P, P + gen_length, block_length):
+        end = start + block_length
+        counts = linear_counts(block_length, steps_per_block)
+        i = 0
+        while (x[:, start:end] == mask_id).any():
+            nfe += 1
+            logits = model(x).logits.double()
+            logits[..., mask_id] = -float("inf")
+            x0 = logits.argmax(dim=-1)
+            confidence = torch.softmax(logits, dim=-1).gather(-1, x0[..., None])[..., 0]
+            masked = x == mask_id
+            masked[:, end:] = False
+            for b in range(B):
+                n = int(masked[b].sum())
+                order = sorted((-float(confidence[b, l]), l) for l in range(x.shape[1]) if masked[b, l])
+                ranked = [-c for c, _ in order]
+                if threshold is not None:
+                    k = 1 + sum(1 for c in ranked[1:] if c >= threshold)
+                elif factor is not None:
+                    k = n
+                    for rank in range(1, n):
+                        if ranked[rank] < 1 - factor / (rank + 2):
+                            k = rank if rank < n - 1 else n
+                            break
+                else:
+                    k = counts[i] if n else 0
+                for _, l in order[:k]:
+                    x[b, l] = x0[b, l]
+            i += 1
+    return x, nfe
+
+
+def linear_counts(n, steps):
+    base, extra = divmod(n, steps)
+    return [base + (i < extra) for i in range(steps)]
+
+
+@pytest.mark.parametrize("rule", [dict(threshold=0.05), dict(threshold=0.3), dict(factor=0.5), dict(factor=1.0),
+                                  dict(factor=3.0), dict()])
+def test_fast_dllm_rules_match_their_loop(rule, fresh_seed):
+    vocab, mask_id = 48, 47
+    model = TinyMaskedLM(vocab, mask_id, seed=fresh_seed, dim=16, layers=1)
+    prompt = torch.randint(0, 40, (2, 3), generator=torch.Generator().manual_seed(fresh_seed))
+    expected, expected_nfe = fast_dllm_reference(model, prompt, 8, 16, 8, mask_id, **rule)
+    steps = []
+    got, nfe = llada.fast_dllm_generate(model, prompt, steps=8, gen_length=16, block_length=8, mask_id=mask_id,
+                                        step_callback=steps.append, **rule)
+    assert torch.equal(got, expected) and nfe == expected_nfe == len(steps) and steps == list(range(nfe))
+    assert torch.equal(llada.generate(model, prompt, steps=8, gen_length=16, block_length=8, mask_id=mask_id,
+                                      **rule), expected)
+
+
+def test_fast_dllm_rules_decode_in_parallel():
+    """On a fixed model the rules commit several tokens per step (fewer forwards than tokens), and a
+    high threshold falls back to one per step."""
+    model = TinyMaskedLM(48, 47, seed=0, dim=16, layers=1)
+    prompt = torch.randint(0, 40, (2, 3), generator=torch.Generator().manual_seed(0))
+    nfe = {name: llada.fast_dllm_generate(model, prompt, steps=8, gen_length=16, block_length=8, mask_id=47,
+                                          **rule)[1]
+           for name, rule in (("low", dict(threshold=0.05)), ("high", dict(threshold=0.3)),
+                              ("factor", dict(factor=3.0)))}
+    assert nfe["low"] < nfe["factor"] < nfe["high"] == 16

@@ -52,7 +52,7 @@ Where fastdiff differs from the reference code:
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -66,10 +66,23 @@ REMASKING = ("low_confidence", "random")
 
 
 @torch.no_grad()
+def _check_blocks(steps, gen_length, block_length) -> None:
+    """LLaDA's asserts, as ValueErrors naming the arguments."""
+    for value, name in ((steps, "steps"), (gen_length, "gen_length"), (block_length, "block_length")):
+        check_positive_int(value, name)
+    if gen_length % block_length:
+        raise ValueError(f"gen_length ({gen_length}) must be a multiple of block_length ({block_length})")
+    num_blocks = gen_length // block_length
+    if steps % num_blocks:
+        raise ValueError(f"steps ({steps}) must be a multiple of the number of blocks ({num_blocks} = "
+                         f"gen_length / block_length)")
+
+
 def generate(model, prompt: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, steps: int = 128,
              gen_length: int = 128, block_length: int = 128, temperature: float = 0., cfg_scale: float = 0.,
              remasking: str = "low_confidence", mask_id: int = LLADA_MASK_ID, logits_eos_inf: bool = False,
-             confidence_eos_eot_inf: bool = False) -> torch.Tensor:
+             confidence_eos_eot_inf: bool = False, threshold: Optional[float] = None,
+             factor: Optional[float] = None) -> torch.Tensor:
     """LLaDA's masked-diffusion generation, on fastdiff's sampler.
 
     Args:
@@ -77,7 +90,8 @@ def generate(model, prompt: torch.Tensor, attention_mask: Optional[torch.Tensor]
             whose output has ``.logits`` (LLaDA's), or any callable ``(input_ids, attention_mask) -> logits``.
             It numbers positions itself: no ``position_ids`` are passed, as in LLaDA.
         prompt: int ``[B, P]``, left-padded when the prompts differ in length.
-        attention_mask: ``[B, P]`` of 0/1 (0: left padding), or ``None``.
+        attention_mask: ``[B, P]`` of 0/1 (0: padding, left or right; a right-padded row comes back
+            left-padded), or ``None``.
         steps: forward passes in all, split evenly across blocks; a multiple of the number of blocks.
         gen_length: tokens to generate; a multiple of ``block_length``.
         block_length: semi-autoregressive block length (``gen_length``: one block).
@@ -88,6 +102,11 @@ def generate(model, prompt: torch.Tensor, attention_mask: Optional[torch.Tensor]
         logits_eos_inf: never draw EOS (token 126081).
         confidence_eos_eot_inf: commit positions that drew EOS (126081) or EoT (126348) last in their
             block (see the module docstring for how this differs from the reference code).
+        threshold: Fast-dLLM's confidence-aware parallel decoding: each step commits the most confident
+            masked position of the block and every other one whose confidence is ``>= threshold``, until
+            the block is full (``steps`` then only has to divide into the blocks).
+        factor: Fast-dLLM's factor-based parallel decoding (see ``SamplerConfig.factor``), in place of
+            ``threshold``.
 
     Returns:
         int64 ``[B, P + gen_length]``: the prompt (padding included) and the generated tokens, on the
@@ -104,14 +123,7 @@ def generate(model, prompt: torch.Tensor, attention_mask: Optional[torch.Tensor]
         ...                block_length=32, temperature=0., cfg_scale=0., remasking="low_confidence")
         >>> tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)  # doctest: +SKIP
     """
-    for value, name in ((steps, "steps"), (gen_length, "gen_length"), (block_length, "block_length")):
-        check_positive_int(value, name)
-    if gen_length % block_length:
-        raise ValueError(f"gen_length ({gen_length}) must be a multiple of block_length ({block_length})")
-    num_blocks = gen_length // block_length
-    if steps % num_blocks:
-        raise ValueError(f"steps ({steps}) must be a multiple of the number of blocks ({num_blocks} = "
-                         f"gen_length / block_length)")
+    _check_blocks(steps, gen_length, block_length)
     if remasking not in REMASKING:
         raise ValueError(f"remasking must be one of {REMASKING}, got {remasking!r}")
     check_flag(logits_eos_inf, "logits_eos_inf")
@@ -127,7 +139,51 @@ def generate(model, prompt: torch.Tensor, attention_mask: Optional[torch.Tensor]
         defer_token_ids=(LLADA_EOS_ID, LLADA_EOT_ID) if confidence_eos_eot_inf and remasking == "low_confidence"
         else (),
     )
-    sampler = cached_sampler(model, "llada", lambda: WeakModelRunner(model, position_ids=False), mask_id, settings)
-    out = sampler.generate(prompt, gen_length=gen_length, attention_mask=attention_mask, steps=steps,
-                           block_length=block_length)
+    out = _run(model, prompt, attention_mask, steps, gen_length, block_length, mask_id, settings, threshold, factor)
     return out.sequences
+
+
+def fast_dllm_generate(model, prompt: torch.Tensor, steps: int = 128, gen_length: int = 128, block_length: int = 128,
+                       temperature: float = 0., remasking: str = "low_confidence", mask_id: int = LLADA_MASK_ID,
+                       threshold: Optional[float] = None, factor: Optional[float] = None,
+                       step_callback: Optional[Callable[[int], None]] = None) -> Tuple[torch.Tensor, int]:
+    """Fast-dLLM's LLaDA ``generate`` (NVlabs/Fast-dLLM, ``llada/generate.py``): its signature, defaults and
+    return value ``(x, nfe)``; also what its ``generate_with_prefix_cache`` / ``generate_with_dual_cache``
+    approximate with KV caches (fastdiff runs the whole canvas every step, the uncached computation).
+
+    Args:
+        model, prompt, steps, gen_length, block_length, temperature, remasking, mask_id, threshold, factor:
+            as in :func:`generate` (no attention mask: Fast-dLLM's prompts are not padded).
+        step_callback: ``step_callback(i)`` after each step that runs, ``i`` counting from 0.
+
+    Returns:
+        ``(x, nfe)``: int64 ``[B, P + gen_length]`` and the forward passes run.
+
+    Example:
+        >>> from fastdiff.compat.llada import fast_dllm_generate
+        >>> out, nfe = fast_dllm_generate(model, input_ids, steps=128, gen_length=256,  # doctest: +SKIP
+        ...                               block_length=32, threshold=0.9)
+    """
+    if step_callback is not None and not callable(step_callback):
+        raise TypeError(f"step_callback must be callable, got {type(step_callback).__name__}")
+    _check_blocks(steps, gen_length, block_length)
+    if remasking not in REMASKING:
+        raise ValueError(f"remasking must be one of {REMASKING}, got {remasking!r}")
+    check_token_id(mask_id, "mask_id")
+    settings = dict(temperature=temperature, score_temperature=1.0,
+                    unmask="confidence" if remasking == "low_confidence" else "random")
+    progress = (lambda step, planned: step_callback(step - 1)) if step_callback is not None else None
+    out = _run(model, prompt, None, steps, gen_length, block_length, mask_id, settings, threshold, factor,
+               progress=progress)
+    return out.sequences, out.nfe
+
+
+def _run(model, prompt, attention_mask, steps, gen_length, block_length, mask_id, settings, threshold, factor,
+         progress=None):
+    """The cached sampler's generation; with ``threshold`` or ``factor`` the budget is a step per token
+    (each step commits at least one, so no block is ever forced, as in Fast-dLLM's loop until full)."""
+    adaptive = threshold is not None or factor is not None
+    sampler = cached_sampler(model, "llada", lambda: WeakModelRunner(model, position_ids=False), mask_id, settings)
+    return sampler.generate(prompt, gen_length=gen_length, attention_mask=attention_mask,
+                            steps=gen_length if adaptive else steps, block_length=block_length,
+                            threshold=threshold, factor=factor, progress=progress)
