@@ -1,10 +1,13 @@
 """Drop-in replacements for the sampling functions of other diffusion-LM code bases.
 
-Each function keeps the signature, defaults and return type of the code it replaces and runs on
-:class:`fastdiff.Sampler` (so on CUDA it gets the fused Triton kernels, and CUDA graphs once the
-Sampler has them):
+LLaDA's, Fast-dLLM's and Dream's functions keep the signature, defaults and return type of the code they
+replace; the RoBERTa-diffusion ones take keywords and return a :class:`fastdiff.GenerationOutput` (see
+their module). All run on :class:`fastdiff.Sampler` (so on CUDA they get the fused Triton kernels, and
+CUDA graphs once the Sampler has them):
 
 * :func:`fastdiff.compat.llada.generate`: LLaDA's ``generate`` (``generate.py`` of ML-GSAI/LLaDA).
+* :func:`fastdiff.compat.llada.fast_dllm_generate`: Fast-dLLM's LLaDA ``generate`` (``threshold`` /
+  ``factor`` parallel decoding, returning ``(x, nfe)``).
 * :func:`fastdiff.compat.dream.diffusion_generate`: Dream's ``model.diffusion_generate``
   (``DreamGenerationMixin`` in the Dream model repositories' ``generation_utils.py``).
 * :func:`fastdiff.compat.roberta_diffusion.generate` and
