@@ -171,20 +171,19 @@ class SamplerConfig:
             check_number(self.threshold, "threshold")
             if not 0.0 < self.threshold <= 1.0:
                 raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-            if self.unmask not in ("confidence", "margin"):
-                raise ValueError(f"threshold works with unmask='confidence' or 'margin', not {self.unmask!r}")
-            if self.transfer_counts != "schedule":
-                raise ValueError("threshold sets the counts itself: it works with transfer_counts='schedule'")
         if self.factor is not None:
             check_number(self.factor, "factor")
             if self.factor <= 0:
                 raise ValueError(f"factor must be > 0, got {self.factor}")
             if self.threshold is not None:
                 raise ValueError("give threshold or factor, not both")
+        for name in ("threshold", "factor"):  # the rules whose counts follow the scores
+            if getattr(self, name) is None:
+                continue
             if self.unmask not in ("confidence", "margin"):
-                raise ValueError(f"factor works with unmask='confidence' or 'margin', not {self.unmask!r}")
+                raise ValueError(f"{name} works with unmask='confidence' or 'margin', not {self.unmask!r}")
             if self.transfer_counts != "schedule":
-                raise ValueError("factor sets the counts itself: it works with transfer_counts='schedule'")
+                raise ValueError(f"{name} sets the counts itself: it works with transfer_counts='schedule'")
         if self.block_length is not None:
             check_int(self.block_length, "block_length")
             if self.block_length <= 0:
