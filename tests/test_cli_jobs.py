@@ -80,7 +80,7 @@ def test_jsonl_lines_carry_ids_and_options_and_bad_lines_get_an_error(tmp_path, 
 def test_flags_that_need_one_text_are_refused_with_input(tmp_path, capsys):
     path = tmp_path / "p.txt"
     path.write_text("a\n")
-    for extra in (["--json"], ["--batch", "2"], ["some text"]):
+    for extra in (["--json"], ["--batch", "2"], ["some text"], ["--seed", "1,2"]):
         code, _, err = _main(capsys, ["generate", "--input", path, *extra])
         assert code == 2 and err.count("\n") == 1 and "error" in err
     code, _, err = _main(capsys, ["generate", "--input", tmp_path / "missing.txt"])

@@ -189,6 +189,9 @@ def command_generate_many(args: argparse.Namespace) -> int:
     for flag, value in (("--json", args.json), ("--batch", args.batch != 1)):
         if value:
             raise CLIError(f"{flag} is for one TEXT; with --input every line gets a JSONL result")
+    if isinstance(args.seed, tuple):
+        raise CLIError("--seed takes one int with --input: each line's seed is it plus the line number minus one "
+                       "(or the line's own \"seed\")")
     config, device, dtype, model, tokenizer, label = _prepare(args)
     with job_files.open_input(args.input) as source:
         jobs = job_files.read_jobs(source)
