@@ -189,6 +189,10 @@ def _left_padded(ids: List[List[int]], mask: Optional[List[List[int]]], pad_toke
     """A ``[B, L]`` int64 tensor with each row's real tokens (mask 1) at its end, and the bool mask
     (``None`` when nothing is padded)."""
     if mask is not None:
+        for row_mask in mask:
+            if sum(a != b for a, b in zip(row_mask, row_mask[1:])) > 1:  # one change at most: left or right
+                raise ValueError("attention_mask must be left or right padding: each row zeros then ones, or "
+                                 "ones then zeros")
         ids = [[t for t, m in zip(row, row_mask) if m] for row, row_mask in zip(ids, mask)]
         if any(len(row) == 0 for row in ids):
             raise ValueError("a row's attention_mask is all zero")

@@ -139,6 +139,8 @@ def test_bad_inputs_name_the_argument(demo):
         demo.generate([[5, 6], []], max_new_tokens=4)
     with pytest.raises(ValueError, match="attention_mask"):
         demo.generate(["a\n"], max_new_tokens=4, attention_mask=torch.ones(1, 2))
+    with pytest.raises(ValueError, match="left or right padding"):
+        as_id_batch({"input_ids": [[5, 6, 7]], "attention_mask": [[1, 0, 1]]}, "prompt_ids", None, 4, 1)
     with pytest.raises(ValueError, match="all zero"):
         as_id_batch({"input_ids": [[5, 6]], "attention_mask": [[0, 0]]}, "prompt_ids", None, 4, 1)
     with pytest.raises(ValueError, match=r"\[MASK\*0\]"):
