@@ -13,6 +13,8 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from fastdiff.validation import MAX_CANVAS, right_padded_rows
+
 HOLE = re.compile(r"\[MASK(?:\*(\d+))?\]")
 
 
@@ -63,8 +65,6 @@ def encode_text(text: str, tokenizer, mask_token_id: int, *, special_tokens: boo
         >>> encoded.is_template, encoded.holes
         (True, [(3, 6)])
     """
-    from fastdiff.validation import MAX_CANVAS
-
     if not isinstance(text, str):
         raise TypeError(f"the text must be a str, got {type(text).__name__}")
     try:
@@ -189,10 +189,7 @@ def _left_padded(ids: List[List[int]], mask: Optional[List[List[int]]], pad_toke
     """A ``[B, L]`` int64 tensor with each row's real tokens (mask 1) at its end, and the bool mask
     (``None`` when nothing is padded)."""
     if mask is not None:
-        for row_mask in mask:
-            if sum(a != b for a, b in zip(row_mask, row_mask[1:])) > 1:  # one change at most: left or right
-                raise ValueError("attention_mask must be left or right padding: each row zeros then ones, or "
-                                 "ones then zeros")
+        right_padded_rows(torch.tensor(mask))  # the padding rule of every attention mask
         ids = [[t for t, m in zip(row, row_mask) if m] for row, row_mask in zip(ids, mask)]
         if any(len(row) == 0 for row in ids):
             raise ValueError("a row's attention_mask is all zero")

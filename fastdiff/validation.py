@@ -230,6 +230,17 @@ def check_hook_logits(hooked, logits: torch.Tensor) -> torch.Tensor:
     return hooked
 
 
+def right_padded_rows(attention: torch.Tensor) -> torch.Tensor:
+    """bool ``[B]``: the right-padded rows (ones then zeros) of a 0/1 mask ``[B, L]``; raises unless each
+    row is left padding (zeros then ones) or right padding."""
+    rises = (attention[:, 1:].int() > attention[:, :-1].int()).any(dim=1)
+    falls = (attention[:, 1:].int() < attention[:, :-1].int()).any(dim=1)
+    if bool((rises & falls).any()):
+        raise ValueError("attention_mask must be left or right padding: each row zeros then ones, or ones "
+                         "then zeros")
+    return falls
+
+
 def check_prompt(prompt_ids, gen_length, attention_mask, mask_token_id: int,
                  vocab: Optional[int]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """The inputs of a generation: ``(prompt int64 [B, P], attention bool [B, P] or None)``, left-padded.
@@ -243,11 +254,7 @@ def check_prompt(prompt_ids, gen_length, attention_mask, mask_token_id: int,
         raise ValueError(f"gen_length must be positive, got {gen_length}")
     attention = check_attention(attention_mask, tuple(prompt.shape), "attention_mask")
     if attention is not None:
-        rises = (attention[:, 1:].int() > attention[:, :-1].int()).any(dim=1)
-        falls = (attention[:, 1:].int() < attention[:, :-1].int()).any(dim=1)
-        if bool((rises & falls).any()):
-            raise ValueError("attention_mask must be left or right padding: each row zeros then ones, or ones "
-                             "then zeros")
+        falls = right_padded_rows(attention)
         if bool(falls.any()):  # right-padded rows: roll each so that its real tokens end the row
             P = prompt.shape[1]
             lead = torch.where(falls, attention.sum(dim=1), P).to(prompt.device)  # real tokens of a right-padded row

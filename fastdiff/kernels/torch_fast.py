@@ -57,7 +57,7 @@ def sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppres
     if score_t is not None and score_t < 1:
         leftover |= torch.isposinf(row_max / score_t)
     if k < V:
-        raw, columns, unproven = _top_k(z, k, leftover)
+        raw, columns, unproven = _at_least(z, k)  # the top-k candidates, ties at the k-th all kept
         leftover |= unproven
     elif p < 1.0:
         raw, columns, unproven = _nucleus(z, t, p, leftover)
@@ -154,17 +154,11 @@ def _chunk_columns(z, chunk_ids, c, w):
     return z.gather(1, columns).masked_fill(~inside, float("-inf")), columns
 
 
-def _top_k(z, k, skip):
-    """The top-k candidates: ``(raw [M, C], columns [M, C], unproven [M])``, unsorted, ``C >= k``, ties
-    at the k-th logit all kept. Rows in ``skip`` (bool ``[M]``) go to the reference whatever they hold."""
-    values, columns, unproven = _at_least(z, k)
-    return values, columns, skip | unproven
-
-
 def _nucleus(z, t, p, skip):
     """The top-p candidates without top-k: ``(raw [M, C], columns [M, C], unproven [M])``, sorted, ``-inf``
     past each row's nucleus, by the reference's rule: the largest logits while the probability mass
-    before each is below ``p``, ties with the last one kept. ``skip`` as in :func:`_top_k`."""
+    before each is below ``p``, ties with the last one kept. Rows in ``skip`` (bool ``[M]``) go to the
+    reference whatever they hold."""
     V = z.shape[1]
     q = torch.softmax(z / t if t > 0 else z, dim=1)  # the row's probabilities, in one pass
     n = min(_NUCLEUS_GUESS, V)
