@@ -11,7 +11,8 @@ import torch
 from fastdiff.schedule import SCHEDULES, ScheduleFn
 from fastdiff.validation import check_flag, check_int, check_number, check_seeds, is_int
 
-UNMASK_RULES = ("confidence", "margin", "entropy", "random", "ancestral")
+UNMASK_RULES = ("confidence", "margin", "entropy", "random", "ancestral", "resample", "mask_predict")
+RESAMPLE_RULES = ("resample", "mask_predict")  # every step redraws the block's positions
 TRANSFER_COUNTS = ("schedule", "binomial")
 REMASK_RULES = ("low_confidence",)
 
@@ -52,7 +53,9 @@ class SamplerConfig:
         'every row with as many masked positions) or ``"binomial"`` (dllm\'s stochastic transfer: the counts of '
         '``unmask="ancestral"``, drawn per row from its seed, each position revealed with probability '
         "``(t - s) / t``, while ``unmask`` still chooses which positions). With ``\"binomial\"`` the steps are the "
-        "time grid, as for ancestral: a step that commits nothing in any row runs no forward pass."))
+        "time grid, as for ancestral: a step that commits nothing in any row runs no forward pass. With the "
+        'redrawing rules (``"resample"``, ``"mask_predict"``) ``"binomial"`` draws the count masked after each '
+        "step afresh, ``Binomial(n, t)``."))
     unmask: str = option("confidence", help=(
         'which masked positions are committed: ``"confidence"`` (probability of the drawn token), '
         '``"margin"`` (top-1 minus top-2 probability), ``"entropy"`` (negative entropy), ``"random"`` '
@@ -60,7 +63,14 @@ class SamplerConfig:
         "probability ``(t - s) / t``, MDLM / SEDD-absorbing / Dream's ``origin``; ``t`` and ``s`` are the "
         "schedule's masked fractions before and after the step: ``1 - i/steps`` for linear, ``cos(pi/2 i/steps)`` "
         "for cosine. The per-row reveal counts are drawn from that binomial law when the call is planned and the "
-        "positions chosen uniformly, which is the same law; a block's last step reveals all that is left)."))
+        "positions chosen uniformly, which is the same law; a block's last step reveals all that is left). "
+        'Two rules redraw instead of revealing once (Mask-Predict style): every step draws a token at every '
+        "editable position of the block, masked or not, keeps some and masks the others again, so that after "
+        "step ``i`` of ``s`` the schedule's fraction ``t`` is masked (linear: ``1 - i/s``): "
+        '``"resample"`` masks positions chosen uniformly (the RoBERTa-diffusion blog; with '
+        '``transfer_counts="binomial"`` each position is masked independently with probability ``t``, the '
+        'blog\'s exact law), ``"mask_predict"`` the least confident ones (Mask-Predict). A block runs every '
+        "step of its budget; its last step keeps every drawn token."))
     threshold: Optional[float] = option(None, help=(
         'with ``"confidence"`` or ``"margin"``: commit every masked position of the block whose score is ``>= '
         "threshold``, at least one per row, so counts differ per row and a block may finish early. The last step "
@@ -145,6 +155,12 @@ class SamplerConfig:
         return tuple(self.eos_token_id)
 
     @property
+    def resamples(self) -> bool:
+        """Whether every step redraws all editable positions of its block (``"resample"``,
+        ``"mask_predict"``) instead of committing masked ones for good."""
+        return self.unmask in RESAMPLE_RULES
+
+    @property
     def adaptive_counts(self) -> bool:
         """Whether each step's commit count depends on the scores (``threshold`` or ``factor``): rows
         then differ and a block may finish before its budget."""
@@ -190,6 +206,9 @@ class SamplerConfig:
                 raise ValueError(f"block_length must be a positive int, got {self.block_length}")
         if self.remask is not None and self.remask not in REMASK_RULES:
             raise ValueError(f"remask must be None or one of {REMASK_RULES}, got {self.remask!r}")
+        if self.remask is not None and self.resamples:
+            raise ValueError(f"remask works with rules that commit tokens for good, not unmask={self.unmask!r} "
+                             "(which masks tokens again at every step itself)")
 
     def _validate_numbers(self) -> None:
         check_number(self.position_temperature, "position_temperature")

@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from fastdiff.config import SamplerConfig
-from fastdiff.schedule import allocate_steps, resolve_schedule, reveal_steps, schedule_counts
+from fastdiff.schedule import allocate_steps, masked_fractions, resolve_schedule, reveal_steps, schedule_counts
 
 # Smallest row bucket of the masked-row head under CUDA graphs (buckets are powers of two).
 MIN_ROW_BUCKET = 16
@@ -50,8 +50,10 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     block_tokens = [max(per_row[r][b] for r in range(B)) for b in range(len(blocks))]
     binomial = _binomial_counts(config)
     budget = config.steps if config.steps is not None else sum(block_tokens)
-    alloc = allocate_steps(budget, block_tokens, clamp=not binomial)
-    commit_counts = _commit_counter(config, rng)
+    alloc = allocate_steps(budget, block_tokens, clamp=not (binomial or config.resamples))
+    generators = [torch.Generator().manual_seed(seed) for seed in rng[:, 0].tolist()]
+    commit_counts = _commit_counter(config, generators)
+    redraw_targets = _redraw_targets(config, generators)
 
     block_masks = torch.zeros(len(blocks), L, dtype=torch.bool)
     first_step, step_block, step_last, step_counter, row_bound = [], [], [], [], []
@@ -59,16 +61,20 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     for j, b in enumerate(b for b in range(len(blocks)) if alloc[b] > 0):
         s, e = blocks[b]
         block_masks[j, s:e] = True
-        counts = [commit_counts(per_row[r][b], alloc[b], r) for r in range(B)]
-        # a step of the binomial law that reveals nothing in any row needs no forward pass
-        kept = sorted(set().union(*counts)) if binomial else list(range(alloc[b]))
+        if config.resamples:  # every step redraws the block, so every step runs
+            kept = list(range(alloc[b]))
+            afters = [redraw_targets(per_row[r][b], alloc[b], r) for r in range(B)]
+        else:
+            counts = [commit_counts(per_row[r][b], alloc[b], r) for r in range(B)]
+            # a step of the binomial law that reveals nothing in any row needs no forward pass
+            kept = sorted(set().union(*counts)) if binomial else list(range(alloc[b]))
+            afters = [_left_after(per_row[r][b], counts[r], kept) for r in range(B)]
         step_counter += [sum(alloc[:b]) + i for i in kept]
         first_step.append(len(step_block))
         step_block += [j] * len(kept)
         step_last += [False] * (len(kept) - 1) + [True]
         bound = [0] * len(kept)
-        for r in range(B):
-            after = _left_after(per_row[r][b], counts[r], kept)
+        for r, after in enumerate(afters):
             targets[r] += after
             bound = [x + y for x, y in zip(bound, _bound_before(config, per_row[r][b], after))]
         row_bound += bound
@@ -96,9 +102,29 @@ def _binomial_counts(config: SamplerConfig) -> bool:
     return config.unmask == "ancestral" or config.transfer_counts == "binomial"
 
 
-def _commit_counter(config: SamplerConfig, rng: torch.Tensor) -> Callable[[int, int, int], Dict[int, int]]:
+def _redraw_targets(config: SamplerConfig, generators: List[torch.Generator]) -> Callable[[int, int, int], List[int]]:
+    """``targets(n, s, row)``: for the redrawing rules, the positions of a row's ``n`` that are masked
+    after each of a block's ``s`` steps: the schedule's counts, or with ``transfer_counts="binomial"``
+    a fresh ``Binomial(n, t)`` draw at each step (each position masked again independently with the
+    probability ``t`` of the time grid, as in the RoBERTa-diffusion blog); 0 after the last step."""
+    schedule = resolve_schedule(config.schedule)
+
+    def targets(n: int, s: int, row: int) -> List[int]:
+        if n == 0:
+            return [0] * s
+        if config.transfer_counts == "schedule":
+            return _left_after(n, dict(enumerate(schedule_counts(schedule, n, s))), list(range(s)))
+        t = torch.tensor(masked_fractions(config.schedule, n, s)[1:-1], dtype=torch.float64)
+        drawn = torch.binomial(torch.full_like(t, float(n)), t, generator=generators[row])
+        return [int(m) for m in drawn.tolist()] + [0]
+
+    return targets
+
+
+def _commit_counter(config: SamplerConfig, generators: List[torch.Generator]) -> Callable[[int, int, int], Dict[int, int]]:
     """``counts(n, s, row)``: tokens a row with ``n`` masked positions commits at each of a block's ``s``
-    steps, by step (steps that commit nothing may be left out)."""
+    steps, by step (steps that commit nothing may be left out); ``generators``: each row's, seeded by
+    its own seed."""
     schedule = resolve_schedule(config.schedule)
     if not _binomial_counts(config):
         cache: Dict[Tuple[int, int], Dict[int, int]] = {}
@@ -109,9 +135,6 @@ def _commit_counter(config: SamplerConfig, rng: torch.Tensor) -> Callable[[int, 
             return cache[n, s]
 
         return scheduled_counts
-    # the ancestral reveal counts of row r are drawn from its own seed
-    generators = [torch.Generator().manual_seed(seed) for seed in rng[:, 0].tolist()]
-
     def ancestral_counts(n: int, s: int, row: int) -> Dict[int, int]:
         # MDLM / SEDD ancestral law: with t_i the masked fraction before step i, each position is
         # revealed at step i with probability t_i - t_{i+1}, independently; which ones is uniform.
@@ -137,7 +160,7 @@ def _left_after(n: int, counts: Dict[int, int], kept: List[int]) -> List[int]:
 def _bound_before(config: SamplerConfig, n: int, targets: List[int]) -> List[int]:
     """Masked positions a row can still have in the block before each step: the plan's target, unless
     commits can fall short of it (threshold / factor: at least one per step) or masks come back (remasking)."""
-    if config.remask is not None:
+    if config.remask is not None or config.resamples:
         return [n] * len(targets)
     if config.adaptive_counts:
         return [max(n - i, 0) for i in range(len(targets))]

@@ -130,12 +130,20 @@ class Denoiser:
         masked-row head: ``bucket`` rows gathered; None bucket: the whole model)."""
         st.nfe.add_(self._advance_to_work(st, plan).to(torch.int64))
         logits = self._step(st, plan, bucket, step_index)
-        st.work_left.copy_(self.work(st).any())
+        st.work_left.copy_(self.work(st).any() | self._mid_block(st, plan))
         return logits
 
     def work(self, st: StepState) -> torch.Tensor:
         """bool ``[B, L]``: editable positions still masked in unfinished rows."""
         return st.editable & (st.canvas == self.mask_token_id) & ~st.done[:, None]
+
+    def _mid_block(self, st: StepState, plan: Plan) -> torch.Tensor:
+        """bool ``[]``: with a redrawing rule, the next step continues a block already begun (it runs even
+        when nothing is masked: it redraws); always false for the other rules."""
+        if not self.config.resamples:
+            return torch.zeros((), dtype=torch.bool, device=st.step.device)
+        previous = (st.step - 1).clamp(0, len(plan.step_last) - 1)
+        return (st.step > 0) & ~plan.step_last[previous] & ~st.done.all()
 
     def _advance_to_work(self, st: StepState, plan: Plan) -> torch.Tensor:
         """Move ``st.step`` to the first step of the first block, from the current one on, that still
@@ -146,15 +154,17 @@ class Denoiser:
         current = plan.step_block[step]
         later = block_has_work & (torch.arange(len(block_has_work), device=work.device) >= current)
         jump = plan.block_first_step[torch.argmax(later.to(torch.int32))]
-        any_left = later.any()
-        st.step.copy_(torch.where(block_has_work[current], step,
+        mid_block = self._mid_block(st, plan)
+        any_left = later.any() | mid_block
+        st.step.copy_(torch.where(block_has_work[current] | mid_block, step,
                                   torch.where(any_left, jump, torch.full_like(step, plan.num_steps))))
         return any_left
 
     def _step(self, st: StepState, plan: Plan, bucket: Optional[int], step_index: int) -> Optional[torch.Tensor]:
         g = st.step.clamp(max=len(plan.step_block) - 1)  # past the end (no work left) nothing is committed
         editable_now = st.editable & plan.block_masks[plan.step_block[g]] & ~st.done[:, None]
-        eligible = editable_now & (st.canvas == self.mask_token_id)
+        # the redrawing rules draw every editable position of the block, the others the masked ones
+        eligible = editable_now if self.config.resamples else editable_now & (st.canvas == self.mask_token_id)
         st.rng[:, 1].copy_(plan.step_counter[g])
 
         if bucket is None:
@@ -172,14 +182,19 @@ class Denoiser:
         ops.dispatch_commit_remask(self.backend, st.canvas, st.confidence, tokens, scores, selected, editable_now,
                                    self._remask_counts(st, selected, last), self.mask_token_id, st.rng,
                                    remask_temperature=st.params["remask_temperature"])
-        if st.eos_ids is not None:
-            _finish_rows_at_eos(st, self.mask_token_id)
+        if self.config.resamples:  # the drawn tokens not kept are masked again
+            masked_again = eligible & ~selected
+            st.canvas.masked_fill_(masked_again, self.mask_token_id)
+            st.confidence.masked_fill_(masked_again, float("nan"))
+        if st.eos_ids is not None:  # redrawn tokens are final only at the block's end
+            _finish_rows_at_eos(st, self.mask_token_id, last if self.config.resamples else None)
         st.step.add_(1)
         return logits
 
     def _select(self, st: StepState, scores, eligible, target_after, last) -> torch.Tensor:
         """The positions to commit: ``n_masked - target_after`` per row by the unmasking rule, or as many
-        as the scores call for (threshold, factor); everything left at a block's last step."""
+        as the scores call for (threshold, factor); everything left at a block's last step. For the
+        redrawing rules ``eligible`` is the whole block and the positions chosen are the ones kept."""
         config, params = self.config, st.params
         n_masked = eligible.sum(dim=-1)
         k = (n_masked - target_after).clamp(min=0)
@@ -189,7 +204,7 @@ class Denoiser:
                                             position_temperature=params["position_temperature"], threshold=threshold)
         if config.factor is not None:
             k = torch.where(last, n_masked, factor_counts(scores, eligible, params["factor"]))
-        if config.unmask in ("random", "ancestral"):  # uniform positions: Gumbel-top-k of equal scores
+        if config.unmask in ("random", "ancestral", "resample"):  # uniform positions: Gumbel-top-k of equal scores
             return ops.dispatch_select_topk(self.backend, torch.zeros_like(scores), eligible, k, st.rng,
                                             position_temperature=1.0, threshold=None)
         return ops.dispatch_select_topk(self.backend, scores, eligible, k, st.rng,
@@ -318,9 +333,9 @@ def raise_if_bad(st: StepState) -> None:
         raise ValueError(f"the model returned NaN or +inf logits (or logits leaving no token to draw) at step {bad_step}")
 
 
-def _finish_rows_at_eos(st: StepState, mask_token_id: int) -> None:
+def _finish_rows_at_eos(st: StepState, mask_token_id: int, allowed: Optional[torch.Tensor] = None) -> None:
     """A row is finished once its first generated EOS has nothing masked before it; the positions after
-    that EOS become the same EOS token."""
+    that EOS become the same EOS token. ``allowed``: a bool ``[]`` that must hold too (None: always)."""
     B, L = st.canvas.shape
     positions = torch.arange(L, device=st.canvas.device)
     is_eos = equals_any(st.canvas, st.eos_ids) & st.editable
@@ -330,6 +345,8 @@ def _finish_rows_at_eos(st: StepState, mask_token_id: int) -> None:
     before = positions[None, :] < first[:, None]
     pending = (st.editable & before & (st.canvas == mask_token_id)).any(dim=-1)
     newly_done = has_eos & ~pending & ~st.done
+    if allowed is not None:
+        newly_done &= allowed
     after = st.editable & (positions[None, :] > first[:, None]) & newly_done[:, None]
     eos_token = torch.gather(st.canvas, 1, first.clamp(max=L - 1)[:, None])
     st.canvas.copy_(torch.where(after, eos_token, st.canvas))

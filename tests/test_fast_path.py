@@ -134,6 +134,8 @@ CONFIGS = [
     dict(threshold=0.05, block_length=4),  # finishes blocks early: device-side jumps
     dict(unmask="ancestral", temperature=1.0, eos_token_id=7),
     dict(unmask="random", logits_shift=True, temperature=0.5),
+    dict(unmask="resample", transfer_counts="binomial", temperature=1.0, eos_token_id=7, block_length=6),
+    dict(unmask="mask_predict", temperature=0.7, top_p=0.9),
 ]
 
 

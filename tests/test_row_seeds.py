@@ -19,6 +19,8 @@ RULES = {
     "ancestral": dict(unmask="ancestral", temperature=1.0),
     "threshold + blocks": dict(temperature=1.0, threshold=0.002, block_length=5),
     "random + eos": dict(unmask="random", temperature=1.5, eos_token_id=[7, 8, 9, 10, 12, 13]),
+    "resample binomial": dict(unmask="resample", transfer_counts="binomial", temperature=1.0),
+    "mask_predict + blocks": dict(unmask="mask_predict", temperature=1.0, block_length=5),
 }
 
 
