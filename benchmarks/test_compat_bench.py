@@ -19,6 +19,7 @@ import contextlib
 import os
 import sys
 import time
+import types
 
 import pytest
 import torch
@@ -102,22 +103,30 @@ def _dream(vocab_size, dim, batch, prompt_length, new_tokens):
             lambda: dream.diffusion_generate(model, prompt, mask_token_id=mask_id, **settings), model)
 
 
-def _roberta_blog(canvas_length):
-    model = _tiny_roberta(ROBERTA_VOCAB, canvas_length + 2)
+def _roberta_canvas(prefix_length, canvas_length):
+    """The drop-in's inputs: prepare_prompt's canvas of a 6-token prompt and a tokenizer stand-in."""
     prompt = [0, 713, 16, 10, 1296, 2]
-    prefix = roberta_diffusion.prepare_prefix(prompt, 1, 16).to(DEVICE)
-    return (lambda: roberta_tests.blog_reference(model, prefix, canvas_length=canvas_length),
-            lambda: roberta_diffusion.generate(model, prompt, mask_token_id=roberta_tests.MASK_ID, pad_token_id=1,
-                                               canvas_length=canvas_length), model)
+    canvas = torch.full((1, canvas_length), roberta_tests.MASK_ID, device=DEVICE)
+    canvas[:, :prefix_length] = roberta_diffusion.prepare_prefix(prompt, 1, prefix_length)
+    return canvas, types.SimpleNamespace(mask_token_id=roberta_tests.MASK_ID)
+
+
+def _roberta_blog(canvas_length):
+    """The blog's resample and re-mask loop against the drop-in generate(..., BlogConfig, ...)."""
+    model = _tiny_roberta(ROBERTA_VOCAB, canvas_length + 2)
+    canvas, tokenizer = _roberta_canvas(16, canvas_length)
+    return (lambda: roberta_tests.blog_reference(model, canvas[:, :16], canvas_length=canvas_length),
+            lambda: roberta_diffusion.generate(model, tokenizer, canvas, torch.ones_like(canvas),
+                                               roberta_diffusion.BlogConfig(), DEVICE), model)
 
 
 def _roberta_confident(canvas_length):
+    """The repository's confidence loop against the drop-in generate(..., Config, ...)."""
     model = _tiny_roberta(ROBERTA_VOCAB, canvas_length + 2)
-    prompt = [0, 713, 16, 10, 1296, 2]
-    prefix = roberta_diffusion.prepare_prefix(prompt, 1, 32).to(DEVICE)
-    return (lambda: roberta_tests.confident_reference(model, prefix, canvas_length=canvas_length),
-            lambda: roberta_diffusion.generate_confident(model, prompt, mask_token_id=roberta_tests.MASK_ID,
-                                                         pad_token_id=1, canvas_length=canvas_length), model)
+    canvas, tokenizer = _roberta_canvas(32, canvas_length)
+    return (lambda: roberta_tests.confident_reference(model, canvas[:, :32], canvas_length=canvas_length),
+            lambda: roberta_diffusion.generate(model, tokenizer, canvas, torch.ones_like(canvas),
+                                               roberta_diffusion.Config(), DEVICE), model)
 
 
 if CUDA:

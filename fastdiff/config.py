@@ -81,6 +81,10 @@ class SamplerConfig:
         "``i >= 1`` whose score is below ``1 - factor / (i + 2)`` (all of them when that is the last rank or "
         "none is below), at least one per row; counts differ per row and a block may finish early. The last "
         "step of a block's budget commits whatever is left."))
+    schedule_cap: bool = option(False, help=(
+        "with ``threshold`` or ``factor``: a step commits at most the schedule's count plus what earlier steps "
+        "of the block fell short of, and a block still masked when its budget ends steps on, at least one commit "
+        "a step, instead of committing the rest at once (Fast-dLLM's Dream ``confidence_threshold``)."))
     position_temperature: float = option(0.0, help=(
         "``tau > 0`` chooses positions by Gumbel-top-k on ``score / tau`` (sampling without replacement) instead "
         "of plain top-k."))
@@ -193,6 +197,9 @@ class SamplerConfig:
                 raise ValueError(f"factor must be > 0, got {self.factor}")
             if self.threshold is not None:
                 raise ValueError("give threshold or factor, not both")
+        check_flag(self.schedule_cap, "schedule_cap")
+        if self.schedule_cap and not self.adaptive_counts:
+            raise ValueError("schedule_cap caps the counts of threshold or factor: set one of them")
         for name in ("threshold", "factor"):  # the rules whose counts follow the scores
             if getattr(self, name) is None:
                 continue

@@ -54,6 +54,8 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     generators = [torch.Generator().manual_seed(seed) for seed in rng[:, 0].tolist()]
     commit_counts = _commit_counter(config, generators)
     redraw_targets = _redraw_targets(config, generators)
+    # schedule_cap: a block not done when its budget ends steps on, at least one commit a step
+    span = [a + (max(n - a, 0) if config.schedule_cap and a else 0) for a, n in zip(alloc, block_tokens)]
 
     block_masks = torch.zeros(len(blocks), L, dtype=torch.bool)
     first_step, step_block, step_last, step_counter, row_bound = [], [], [], [], []
@@ -67,9 +69,9 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
         else:
             counts = [commit_counts(per_row[r][b], alloc[b], r) for r in range(B)]
             # a step of the binomial law that reveals nothing in any row needs no forward pass
-            kept = sorted(set().union(*counts)) if binomial else list(range(alloc[b]))
+            kept = sorted(set().union(*counts)) if binomial else list(range(span[b]))
             afters = [_left_after(per_row[r][b], counts[r], kept) for r in range(B)]
-        step_counter += [sum(alloc[:b]) + i for i in kept]
+        step_counter += [sum(span[:b]) + i for i in kept]
         first_step.append(len(step_block))
         step_block += [j] * len(kept)
         step_last += [False] * (len(kept) - 1) + [True]
@@ -91,7 +93,7 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
         step_block=steps_tensor(step_block + [len(first_step) - 1] * padding),
         step_last=steps_tensor(step_last + [True] * padding, torch.bool),
         target_after=steps_tensor([t + [0] * padding for t in targets]),
-        step_counter=steps_tensor(step_counter + [sum(alloc) + i for i in range(padding)]),
+        step_counter=steps_tensor(step_counter + [sum(span) + i for i in range(padding)]),
         row_bound=row_bound,
     )
 

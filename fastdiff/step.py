@@ -200,10 +200,12 @@ class Denoiser:
         k = (n_masked - target_after).clamp(min=0)
         if config.threshold is not None:
             threshold = torch.where(last, float("-inf"), params["threshold"])
-            return ops.dispatch_select_topk(self.backend, scores, eligible, n_masked, st.rng,
-                                            position_temperature=params["position_temperature"], threshold=threshold)
+            return ops.dispatch_select_topk(self.backend, scores, eligible, k if config.schedule_cap else n_masked,
+                                            st.rng, position_temperature=params["position_temperature"],
+                                            threshold=threshold)
         if config.factor is not None:
-            k = torch.where(last, n_masked, factor_counts(scores, eligible, params["factor"]))
+            wanted = factor_counts(scores, eligible, params["factor"])
+            k = torch.where(last, n_masked, torch.minimum(wanted, k) if config.schedule_cap else wanted)
         if config.unmask in ("random", "ancestral", "resample"):  # uniform positions: Gumbel-top-k of equal scores
             return ops.dispatch_select_topk(self.backend, torch.zeros_like(scores), eligible, k, st.rng,
                                             position_temperature=1.0, threshold=None)

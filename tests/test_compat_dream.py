@@ -325,9 +325,12 @@ def test_dreams_signature_unknown_keywords_warn_and_bookkeeping_is_accepted():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the bookkeeping keywords are quiet
         assert torch.equal(diffusion_generate(model, prompt, **settings, **bookkeeping), expected)
-    with pytest.warns(UserWarning, match="ignores the unknown argument.*dual_cache, stepz, threshold"):
-        got = diffusion_generate(model, prompt, **settings, stepz=4, threshold=0.9, dual_cache=True)
+    with pytest.warns(UserWarning, match=r"ignores the unknown argument\(s\) stepz "):
+        got = diffusion_generate(model, prompt, **settings, stepz=4)
     assert torch.equal(got, expected)
+    with warnings.catch_warnings():  # Fast-dLLM's keywords are known; threshold is its (unused) default here
+        warnings.simplefilter("error")
+        assert torch.equal(diffusion_generate(model, prompt, **settings, threshold=0.9, dual_cache=True), expected)
     with pytest.raises(ValueError, match="inputs must be given"):
         diffusion_generate(model, **settings)
     assert inspect.signature(diffusion_generate).parameters["inputs"].default is None
@@ -341,3 +344,85 @@ def test_a_canvas_without_masks_comes_back_unchanged(fresh_seed):
                              generation_tokens_hook_func=fill, return_dict_in_generate=True, output_history=True)
     assert out.sequences.tolist() == [[5, 6, 5, 5, 5]] and len(out.history) == 4 and not calls
 
+
+
+# ------------------------------------------------------------------------------------------------
+# Fast-dLLM's alg="confidence_threshold" (its generation_utils.py, without blocks)
+# ------------------------------------------------------------------------------------------------
+def fast_dllm_threshold_reference(model, input_ids, *, max_new_tokens, steps, threshold, mask_token_id=MASK_ID):
+    """Fast-dLLM's Dream parallel decoding, batch 1, greedy: each step's budget is ``m / steps`` plus
+    what earlier steps left; of the budget's best-confidence masked positions the first is committed and
+    the others if their confidence is >= threshold. A shortfall at the last step adds a step whose budget
+    is what is left, until nothing is. Returns (sequences, history, forward passes)."""
+    x = F.pad(input_ids, (0, max_new_tokens), value=mask_token_id)
+    per_step = int((x == mask_token_id).sum()) // steps
+    left_over, history, forwards, i = 0, [], 0, 0
+    while i < steps:
+        masked = x == mask_token_id
+        logits = model(x, "full", None).logits
+        forwards += 1
+        logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        score, token = _filter_and_score(logits[masked], 0.0, None, None, "maskgit_plus")
+        scores = torch.full(x.shape, -math.inf)
+        scores[masked] = score
+        proposal = torch.full_like(x, mask_token_id)
+        proposal[masked] = token
+        budget, left_over = per_step + left_over, 0
+        best, order = torch.topk(scores, budget)
+        commit = torch.zeros_like(masked)
+        commit[0, order[0]] = True
+        for k in range(1, budget):
+            if best[0, k] < threshold:
+                commit[0, order[0, k]] = False
+                left_over += 1
+                if i == steps - 1:  # a shortfall at the last step: one more step, for what is left only
+                    per_step = 0
+                    steps += 1
+        x = torch.where(commit, proposal, x)
+        history.append(x.clone())
+        i += 1
+    return x, history, forwards
+
+
+@pytest.mark.parametrize("steps,new_tokens,threshold", [(4, 16, 0.9), (4, 16, 0.02), (8, 16, 0.05), (2, 12, 0.5)])
+def test_confidence_threshold_matches_fast_dllm_exactly(steps, new_tokens, threshold, fresh_seed):
+    """Tokens, history and forward passes, whether the planned steps suffice or it steps on."""
+    model = TinyMaskedLM(VOCAB, MASK_ID, seed=fresh_seed)
+    prompt, _ = _prompt(fresh_seed, 1, 6, False)
+    expected, history, _ = fast_dllm_threshold_reference(model, prompt, max_new_tokens=new_tokens, steps=steps,
+                                                         threshold=threshold)
+    calls = _count_calls(model)
+    out = diffusion_generate(model, prompt, max_new_tokens=new_tokens, steps=steps, alg="confidence_threshold",
+                             threshold=threshold, mask_token_id=MASK_ID, return_dict_in_generate=True,
+                             output_history=True, dual_cache=False)
+    assert torch.equal(out.sequences, expected)
+    assert len(out.history) == len(history) == len(calls)
+    assert all(torch.equal(a, b) for a, b in zip(out.history, history))
+
+
+def test_confidence_threshold_steps_on_after_a_shortfall(fresh_seed):
+    """A threshold no confidence reaches: one position per step, so the loop runs past its 2 planned
+    steps until every position is committed (16 steps for 16 tokens), as Fast-dLLM's does."""
+    model = TinyMaskedLM(VOCAB, MASK_ID, seed=fresh_seed)
+    prompt, _ = _prompt(fresh_seed, 1, 4, False)
+    expected, _, forwards = fast_dllm_threshold_reference(model, prompt, max_new_tokens=16, steps=2, threshold=1.0)
+    calls = _count_calls(model)
+    out = diffusion_generate(model, prompt, max_new_tokens=16, steps=2, alg="confidence_threshold", threshold=1.0,
+                             mask_token_id=MASK_ID)
+    assert torch.equal(out, expected) and len(calls) == forwards == 16
+
+
+def test_confidence_threshold_options(fresh_seed):
+    """Batches and blocks run (Fast-dLLM's code takes neither without its cache); factor replaces the
+    threshold; block_length and factor are refused by the other algs."""
+    model = TinyMaskedLM(VOCAB, MASK_ID, seed=fresh_seed)
+    prompt, attention = _prompt(fresh_seed, 3, 6, True)
+    base = dict(max_new_tokens=16, steps=4, mask_token_id=MASK_ID, attention_mask=attention)
+    for extra in (dict(threshold=0.3), dict(factor=1.0), dict(threshold=0.3, block_length=8)):
+        out = diffusion_generate(model, prompt, alg="confidence_threshold", **base, **extra)
+        assert out.shape == (3, 22) and not bool((out[:, 6:] == MASK_ID).any())
+    for name, value in (("block_length", 8), ("factor", 1.0)):
+        with pytest.raises(ValueError, match=name):
+            diffusion_generate(model, prompt, alg="entropy", **base, **{name: value})
+    with pytest.raises(ValueError, match="threshold"):
+        diffusion_generate(model, prompt, alg="confidence_threshold", threshold=1.5, **base)

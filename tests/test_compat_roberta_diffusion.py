@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from transformers import RobertaConfig, RobertaForMaskedLM
 
 from fastdiff.compat import roberta_diffusion
-from fastdiff.compat.roberta_diffusion import generate, generate_confident, prepare_prefix
+from fastdiff.compat.roberta_diffusion import (BlogConfig, Config, generate, generate_ancestral, generate_confident,
+                                               prepare_prefix, prepare_prompt)
 from test_compat_llada import TableModel
 
 MASK_ID = 4
@@ -152,7 +153,7 @@ def test_blog_sampler_structure_and_token_filters(fresh_seed):
     and every token lies in the top-50 / 0.95-nucleus of the logits of the step that committed it."""
     model = tiny_diffusion_roberta(fresh_seed)
     prompt = [0, 30, 31, 32, 2]
-    out = generate(model, prompt, mask_token_id=MASK_ID, pad_token_id=PAD_ID, seed=fresh_seed, return_history=True)
+    out = generate_ancestral(model, prompt, mask_token_id=MASK_ID, pad_token_id=PAD_ID, seed=fresh_seed, return_history=True)
     prefix = prepare_prefix(prompt, PAD_ID, 16)
     assert out.sequences.shape == (1, 256) and out.nfe == 10 and len(out.history) == 10
     assert torch.equal(out.sequences[:, :16], prefix)
@@ -180,7 +181,7 @@ def test_blog_sampler_laws_match_the_blogs(fresh_seed):
     masked_mine, masked_blog = torch.zeros(10), torch.zeros(10)
     tokens_mine, tokens_blog = torch.zeros(vocab), torch.zeros(vocab)
     for _ in range(runs):
-        out = generate(TableModel(table), prefix, mask_token_id=MASK_ID, pad_token_id=PAD_ID, canvas_length=26,
+        out = generate_ancestral(TableModel(table), prefix, mask_token_id=MASK_ID, pad_token_id=PAD_ID, canvas_length=26,
                        prefix_length=6, return_history=True)
         left = [float((h[:, 6:] == MASK_ID).sum()) for h in out.history]
         masked_mine += torch.tensor(left + [0.0] * (10 - len(left)))  # it stops once nothing is masked
@@ -204,10 +205,133 @@ def test_blog_sampler_laws_match_the_blogs(fresh_seed):
 def test_bad_arguments_raise_naming_them(fresh_seed):
     model = tiny_diffusion_roberta(fresh_seed)
     with pytest.raises(ValueError, match="canvas_length"):
-        generate(model, [0, 5, 2], mask_token_id=MASK_ID, pad_token_id=PAD_ID, canvas_length=16)
+        generate_ancestral(model, [0, 5, 2], mask_token_id=MASK_ID, pad_token_id=PAD_ID, canvas_length=16)
     with pytest.raises(ValueError, match="threshold"):
         generate_confident(model, [0, 5, 2], mask_token_id=MASK_ID, pad_token_id=PAD_ID, threshold=1.5)
     with pytest.raises(TypeError, match="mask_token_id"):
-        generate(model, [0, 5, 2], mask_token_id="<mask>", pad_token_id=PAD_ID)
+        generate_ancestral(model, [0, 5, 2], mask_token_id="<mask>", pad_token_id=PAD_ID)
     with pytest.raises(ValueError, match="top_p"):
-        generate(model, [0, 5, 2], mask_token_id=MASK_ID, pad_token_id=PAD_ID, top_p=0.0)
+        generate_ancestral(model, [0, 5, 2], mask_token_id=MASK_ID, pad_token_id=PAD_ID, top_p=0.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# the drop-ins: prepare_prompt and generate with the originals' signatures and return values
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_tokenizer():
+    """The bundled demo model's tokenizer: RoBERTa-style (<s> 0, <pad> 1, </s> 2, <mask> 4)."""
+    from transformers import AutoTokenizer
+    from fastdiff.pretrained import DEMO_MODEL_DIR
+
+    return AutoTokenizer.from_pretrained(DEMO_MODEL_DIR)
+
+
+def test_prepare_prompt_is_the_originals(demo_tokenizer):
+    ids, attention = prepare_prompt("def area(w, h):", demo_tokenizer, 16, 40, "cpu")
+    prompt = demo_tokenizer("def area(w, h):")["input_ids"]
+    assert len(prompt) < 16 and ids.shape == attention.shape == (1, 40) and ids.dtype == torch.int64
+    assert ids[0, :16].tolist() == [demo_tokenizer.pad_token_id] * (16 - len(prompt)) + prompt
+    assert bool((ids[0, 16:] == demo_tokenizer.mask_token_id).all()) and bool((attention == 1).all())
+    cut, _ = prepare_prompt("def area(w, h):", demo_tokenizer, 3, 8, "cpu")
+    assert cut[0, :3].tolist() == prompt[:3]
+    with pytest.raises(ValueError, match="prefix_len"):
+        prepare_prompt("x", demo_tokenizer, 8, 8, "cpu")
+    with pytest.raises(TypeError, match="prompt_text"):
+        prepare_prompt(["x"], demo_tokenizer, 4, 8, "cpu")
+
+
+def _drop_in_canvas(prompts, prefix_len, length):
+    canvas = torch.full((len(prompts), length), MASK_ID)
+    canvas[:, :prefix_len] = prepare_prefix(prompts, PAD_ID, prefix_len)
+    return canvas
+
+
+class _Tokenizer:
+    """What generate() reads from a tokenizer: the mask id, and decode for the snapshots."""
+    mask_token_id = MASK_ID
+
+    def decode(self, ids, skip_special_tokens=False, clean_up_tokenization_spaces=True):
+        return "<s>" + " ".join(str(i) for i in ids.tolist()[1:])
+
+
+def test_drop_in_generate_with_the_repository_config_is_token_exact(fresh_seed):
+    """Config (prefix 32, threshold 0.9 at T 0.8): the original's tokens and step count, (ids,
+    snapshots, elapsed) with one snapshot before the loop and one per step."""
+    model = tiny_diffusion_roberta(fresh_seed)
+    initial = _drop_in_canvas([[0, 17, 23, 2], [0, 99, 98, 2]], 32, 64)
+    before = initial.clone()
+    final, snapshots, elapsed = generate(model, _Tokenizer(), initial, torch.ones_like(initial), Config(), "cpu",
+                                         collect_snapshots=True)
+    expected, steps = confident_reference(model, initial[:, :32], canvas_length=64)
+    assert torch.equal(initial, before)  # the caller's tensor is not written
+    assert torch.equal(final, expected) and final.dtype == torch.int64
+    assert len(snapshots) == steps + 1 and isinstance(elapsed, float) and elapsed > 0
+    assert snapshots[0] == _Tokenizer().decode(initial[0])[3:]
+    assert snapshots[-1] == _Tokenizer().decode(expected[0])[3:]
+    assert generate(model, _Tokenizer(), initial, None, Config(), None)[1] == []
+
+
+def test_drop_in_generate_with_the_blog_config_resamples_and_remasks(fresh_seed):
+    """BlogConfig: 10 steps; after step j each generated position is masked with probability
+    (9 - j) / 10, afresh at every step; visible tokens are drawn again (most change from one step to
+    the next, as in the blog's loop), and the last step leaves nothing masked. The snapshots (ids
+    here) show every step; the blog's own loop behaves the same on the same model."""
+    model = tiny_diffusion_roberta(fresh_seed, max_positions=420)
+    length = 400
+    initial = _drop_in_canvas([[0, 30, 31, 32, 2]], 16, length)
+    torch.manual_seed(fresh_seed)
+    final, snapshots, _ = generate(model, _Tokenizer(), initial, torch.ones_like(initial), BlogConfig(), "cpu",
+                                   collect_snapshots=True)
+    assert len(snapshots) == 11 and not bool((final == MASK_ID).any())
+    assert torch.equal(final[:, :16], initial[:, :16])
+    ours = [torch.tensor([[int(initial[0, 0])] + [int(i) for i in text.split()]]) for text in snapshots[1:]]
+    assert torch.equal(ours[-1], final)
+    torch.manual_seed(fresh_seed)
+    _, blogs = blog_reference(model, initial[:, :16], canvas_length=length)
+    n = length - 16
+    for name, run in (("fastdiff", ours), ("blog", blogs)):
+        for j, canvas in enumerate(run):
+            t = (9 - j) / 10
+            masked = float((canvas[:, 16:] == MASK_ID).sum())
+            assert abs(masked - n * t) <= 4.5 * math.sqrt(n * t * (1 - t)) + 1e-9, (name, j)
+        changed = both = 0
+        for a, b in zip(run, run[1:]):
+            visible = (a[:, 16:] != MASK_ID) & (b[:, 16:] != MASK_ID)
+            changed += int((visible & (a[:, 16:] != b[:, 16:])).sum())
+            both += int(visible.sum())
+        assert changed > 0.5 * both, name
+
+
+def test_drop_in_blog_config_is_the_resample_rule(fresh_seed):
+    """The drop-in runs Sampler(unmask="resample", transfer_counts="binomial") at the blog's settings,
+    seeded from torch's generator: the same tokens as that Sampler after the same torch.manual_seed."""
+    from fastdiff import Sampler
+
+    model = tiny_diffusion_roberta(fresh_seed)
+    initial = _drop_in_canvas([[0, 30, 31, 2], [0, 5, 2]], 16, 48)
+    torch.manual_seed(fresh_seed)
+    final, _, _ = generate(model, _Tokenizer(), initial, torch.ones_like(initial), BlogConfig(), "cpu")
+    torch.manual_seed(fresh_seed)
+    expected = Sampler(model, MASK_ID, unmask="resample", transfer_counts="binomial", steps=10, temperature=1.0,
+                       top_k=50, top_p=0.95).generate(initial[:, :16], gen_length=32).sequences
+    assert torch.equal(final, expected)
+
+
+def test_drop_in_generate_rejects_what_the_original_cannot_mean(fresh_seed):
+    model = tiny_diffusion_roberta(fresh_seed)
+    initial = _drop_in_canvas([[0, 17, 2]], 32, 48)
+    ones = torch.ones_like(initial)
+    filled = initial.clone()
+    filled[0, 40] = 7
+    with pytest.raises(ValueError, match="initial_ids"):
+        generate(model, _Tokenizer(), filled, ones, Config(), "cpu")
+    with pytest.raises(ValueError, match="PREFIX_LEN"):
+        generate(model, _Tokenizer(), initial[:, :32], ones[:, :32], Config(), "cpu")
+    with pytest.raises(TypeError, match="CONFIDENCE_THRESHOLD"):
+        generate(model, _Tokenizer(), initial, ones, type("C", (), {"PREFIX_LEN": 32})(), "cpu")
+    with pytest.raises(ValueError, match="attention_mask"):
+        generate(model, _Tokenizer(), initial, ones.masked_fill(torch.arange(48) == 40, 0), Config(), "cpu")
+    with pytest.raises(TypeError, match="initial_ids"):
+        generate(model, _Tokenizer(), initial.float(), ones, Config(), "cpu")
+    with pytest.raises(TypeError, match="tokenizer"):
+        generate(model, object(), initial, ones, Config(), "cpu")

@@ -507,3 +507,28 @@ def test_begin_suppress_tokens_on_the_masked_row_head(tiny_roberta):
         assert int(suppressed.sequences[0, 3]) != first
         runs.append(suppressed.sequences)
     assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("rule", [dict(threshold=0.02), dict(threshold=0.999), dict(factor=0.5), dict(factor=4.0)])
+def test_schedule_cap_bounds_each_step_and_steps_on(rule, fresh_seed):
+    """schedule_cap: after planned step i at most the linear schedule's first i + 1 counts are committed
+    (a step may use what earlier ones left), at least one a step, and past the budget the block steps on
+    until nothing is masked; without the cap the same rule commits beyond the schedule."""
+    table = _random_table(26, fresh_seed)
+    n, steps = 24, 4
+    capped = Sampler(OracleModel(table), MASK_ID, steps=steps, schedule_cap=True, return_history=True, **rule
+                     ).generate(torch.tensor([[0, 1]] * 2), gen_length=n)
+    committed = [(h[:, 2:] != MASK_ID).sum(dim=1) for h in capped.history]
+    assert bool((committed[-1] == n).all())
+    previous = torch.zeros(2, dtype=torch.int64)
+    for i, now in enumerate(committed):
+        assert bool((now > previous).all() | (now == n).all())
+        if i < steps:
+            assert bool((now <= n * (i + 1) // steps).all())
+        previous = now
+    free = Sampler(OracleModel(table), MASK_ID, steps=steps, return_history=True, **rule).generate(
+        torch.tensor([[0, 1]] * 2), gen_length=n)
+    if rule.get("threshold") == 0.02 or rule.get("factor") == 4.0:  # most positions pass: more than the cap
+        assert int((free.history[0][:, 2:] != MASK_ID).sum(dim=1).max()) > n // steps
+    if rule.get("threshold") == 0.999:  # one a step: the cap steps on past the budget
+        assert capped.nfe == n > steps

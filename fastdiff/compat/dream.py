@@ -24,6 +24,19 @@ initialised from an autoregressive model). With ``t, s`` the consecutive values 
   them at the last step). With ``alg_temp > 0`` they are sampled without replacement from
   ``softmax(score / alg_temp)`` instead (fastdiff: Gumbel-top-k, the same distribution).
 
+* ``alg="confidence_threshold"`` (Fast-dLLM's parallel decoding, its Dream ``generation_utils.py``):
+  every masked position draws a token scored by its probability; a step commits the best one and every
+  other whose score is ``>= threshold`` (keyword, default 0.9), at most ``m / steps`` plus what earlier
+  steps fell short of; after the last planned step the loop steps on, committing at least one a step,
+  until nothing is masked (fastdiff's ``threshold`` with ``schedule_cap=True``). ``factor=`` (Fast-dLLM's
+  LLaDA rule) replaces the threshold. Fast-dLLM's code takes batch 1 and ``m`` divisible by ``steps``;
+  here any batch runs (each row its own counts) and the linear schedule spreads a remainder over the
+  first steps. ``block_length=`` (its cached ``generation_utils_block.py``) runs blocks left to right,
+  each to the end with the threshold uncapped; that file's cache warm-up pass, which commits each
+  block's first position whatever its confidence, is not reproduced (fastdiff recomputes the whole
+  canvas each step, which ``use_cache`` / ``dual_cache`` approximate; both are accepted and change
+  nothing).
+
 Tokens: ``temperature=0`` takes the argmax, else a sample from ``softmax(logits / temperature)``
 filtered by ``top_p`` and ``top_k``.
 
@@ -61,8 +74,8 @@ Where fastdiff differs from Dream's code:
   many ties); fastdiff always in fp32, so greedy runs of a bf16 model can differ. Dream's entropy is
   ``sum p log(p + 1e-10)``, fastdiff's ``sum p log p`` (at most ``1e-10`` per token apart).
 * Pad positions are never filled (Dream fills pad positions that hold the mask token id).
-* Unknown keyword arguments raise ``TypeError`` (Dream ignores them). A canvas without mask tokens
-  returns at once, without calling the model or the hooks.
+* Unknown keyword arguments are ignored with a warning (Dream ignores them silently). A canvas
+  without mask tokens returns at once, without calling the model or the hooks.
 * The random streams differ from torch's: same laws, not the same samples (``torch.manual_seed``
   still makes runs repeat).
 """
@@ -81,8 +94,13 @@ from fastdiff.compat import WeakModelRunner, cached_sampler
 from fastdiff.validation import check_flag, check_positive_int, check_token_id
 from fastdiff.sampler import Sampler
 
-ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
-_UNMASK = {"origin": "random", "maskgit_plus": "confidence", "topk_margin": "margin", "entropy": "entropy"}
+ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy", "confidence_threshold")
+_UNMASK = {"origin": "random", "maskgit_plus": "confidence", "topk_margin": "margin", "entropy": "entropy",
+           "confidence_threshold": "confidence"}
+# Fast-dLLM's Dream entry point reads these keywords besides Dream's config (``threshold`` and its default)
+FAST_DLLM_THRESHOLD = 0.9
+# accepted for Fast-dLLM's signature; fastdiff recomputes the whole canvas every step, which the caches approximate
+_KV_CACHE_OPTIONS = ("dual_cache", "use_cache")
 # Dream's default ``max_length``: when left at it, the canvas is the prompt plus this many tokens.
 DEFAULT_MAX_LENGTH = 20
 
@@ -100,9 +118,10 @@ class DreamGenerationConfig:
         max_new_tokens: tokens after the prompt; overrides ``max_length``.
         eps: the last time of ``linspace(1, eps, steps + 1)``.
         steps: denoising steps (Dream's; fastdiff runs only those that commit something).
-        alg: ``"origin"``, ``"maskgit_plus"``, ``"topk_margin"`` or ``"entropy"``.
+        alg: ``"origin"``, ``"maskgit_plus"``, ``"topk_margin"``, ``"entropy"`` or Fast-dLLM's
+            ``"confidence_threshold"``.
         alg_temp: ``None`` or ``0``: commit the best-scored positions; ``> 0``: sample them from
-            ``softmax(score / alg_temp)``. Not used by ``origin``.
+            ``softmax(score / alg_temp)``. Not used by ``origin`` and ``confidence_threshold``.
         num_return_sequences: samples per prompt (rows are repeated).
         return_dict_in_generate: return a :class:`DreamModelOutput` instead of the tensor.
         output_history: with ``return_dict_in_generate``, keep the canvas after every step.
@@ -185,9 +204,11 @@ def diffusion_generate(model, inputs: Optional[torch.Tensor] = None, generation_
             keeps the canvas) and
             ``generation_logits_hook_func(step, x, logits) -> logits`` (on the shifted logits, before
             sampling). The bookkeeping arguments of Dream's config (``generation_kwargs``,
-            ``_from_model_config``, ``_commit_hash``, ``transformers_version``) are accepted and unused;
-            other unknown keywords are ignored with a warning (Dream ignores them silently), so a call
-            meant for another sampler's options (Fast-dLLM's ``threshold``, say) does not pass unnoticed.
+            ``_from_model_config``, ``_commit_hash``, ``transformers_version``) are accepted and unused.
+            Fast-dLLM's keywords: ``threshold`` (default 0.9) and ``factor``, read by
+            ``alg="confidence_threshold"`` only, ``block_length`` (that alg only), ``dual_cache`` and
+            ``use_cache`` (accepted, no effect). Other unknown keywords are ignored with a warning (Dream
+            ignores them silently), so a misspelt option does not pass unnoticed.
 
     Returns:
         int64 ``[B * num_return_sequences, max_length]`` on the model's device, or with
@@ -205,6 +226,7 @@ def diffusion_generate(model, inputs: Optional[torch.Tensor] = None, generation_
         >>> out.sequences.shape                                                          # doctest: +SKIP
     """
     attention_mask = kwargs.pop("attention_mask", None)
+    fast_dllm = _fast_dllm_options(kwargs)
     tokens_hook = kwargs.pop("generation_tokens_hook_func", None)
     logits_hook = kwargs.pop("generation_logits_hook_func", None)
     for hook, name in ((tokens_hook, "generation_tokens_hook_func"), (logits_hook, "generation_logits_hook_func")):
@@ -221,7 +243,7 @@ def diffusion_generate(model, inputs: Optional[torch.Tensor] = None, generation_
         raise ValueError(f"inputs must have shape [B, P], got {tuple(inputs.shape)}")
     prompt_length = inputs.shape[1]
     max_length = _canvas_length(model, config, prompt_length, "max_length" in kwargs)
-    sampler = _sampler(model, config)
+    sampler = _sampler(model, config, fast_dllm)
     device = sampler.runner.device or inputs.device
 
     # the canvas, as Dream builds it: rows repeated, then mask tokens up to max_length
@@ -246,6 +268,8 @@ def diffusion_generate(model, inputs: Optional[torch.Tensor] = None, generation_
     row_masks = sorted(set(masked.sum(dim=-1).tolist()) - {0})
     if not row_masks:
         return _output(config, canvas, [canvas] * config.steps if keep_history else None)
+    if config.alg == "confidence_threshold":
+        return _confidence_threshold(sampler, config, canvas, attention_mask, tokens_hook, logits_hook, keep_history)
 
     counts = _step_counts(config, row_masks, canvas.device)
     ran = sorted({i for per_row in counts.values() for i, c in enumerate(per_row) if c})  # Dream steps that run
@@ -262,6 +286,29 @@ def diffusion_generate(model, inputs: Optional[torch.Tensor] = None, generation_
     out = sampler.infill(canvas, attention_mask=attention_mask, **overrides)
     history = _dream_history(out.history, ran, config.steps, canvas) if keep_history else None
     return _output(config, out.sequences, history)
+
+
+def _confidence_threshold(sampler, config, canvas, attention_mask, tokens_hook, logits_hook, keep_history):
+    """Fast-dLLM's ``alg="confidence_threshold"``: a step per hook index, history entry per step run."""
+    overrides = dict(steps=config.steps, return_history=keep_history)
+    if logits_hook is not None:
+        overrides["logits_hook"] = logits_hook
+    if tokens_hook is not None:
+        overrides["on_step"] = tokens_hook
+    out = sampler.infill(canvas, attention_mask=attention_mask, **overrides)
+    return _output(config, out.sequences, out.history)
+
+
+def _fast_dllm_options(kwargs: Dict) -> Dict:
+    """Pop Fast-dLLM's keywords: ``threshold`` (default 0.9), ``factor``, ``block_length``, and the KV-cache
+    switches, which change nothing here."""
+    options = dict(threshold=kwargs.pop("threshold", FAST_DLLM_THRESHOLD), factor=kwargs.pop("factor", None),
+                   block_length=kwargs.pop("block_length", None))
+    for name in _KV_CACHE_OPTIONS:
+        check_flag(kwargs.pop(name, False), name)
+    if options["factor"] is not None:
+        options["threshold"] = None
+    return options
 
 
 # what Dream's DreamGenerationConfig pops from its keywords and keeps without reading
@@ -369,16 +416,24 @@ class _PlannedCounts:
         return list(dict(self.counts)[n_tokens])
 
 
-def _sampler(model, config: DreamGenerationConfig) -> Sampler:
+def _sampler(model, config: DreamGenerationConfig, fast_dllm: Dict) -> Sampler:
     alg_temp = config.alg_temp or 0.0
     settings = dict(
         unmask=_UNMASK[config.alg],
-        position_temperature=alg_temp if config.alg != "origin" else 0.0,
+        position_temperature=alg_temp if config.alg not in ("origin", "confidence_threshold") else 0.0,
         temperature=config.temperature,
         top_k=config.top_k,
         top_p=config.top_p if config.top_p is None or config.top_p < 1 else None,  # Dream: top_p >= 1 is off
         logits_shift=True,
     )
+    if config.alg == "confidence_threshold":  # the commit cap and step-on of Fast-dLLM's loop without blocks
+        settings.update(threshold=fast_dllm["threshold"], factor=fast_dllm["factor"],
+                        block_length=fast_dllm["block_length"], schedule_cap=fast_dllm["block_length"] is None)
+    else:
+        for name in ("factor", "block_length"):
+            if fast_dllm[name] is not None:
+                raise ValueError(f"{name} works with alg='confidence_threshold' (Fast-dLLM's parallel decoding), "
+                                 f"not alg={config.alg!r}")
     return cached_sampler(model, "dream", lambda: DreamModelRunner(model), config.mask_token_id, settings)
 
 
