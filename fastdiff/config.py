@@ -85,6 +85,15 @@ class SamplerConfig:
         "with ``threshold`` or ``factor``: a step commits at most the schedule's count plus what earlier steps "
         "of the block fell short of, and a block still masked when its budget ends steps on, at least one commit "
         "a step, instead of committing the rest at once (Fast-dLLM's Dream ``confidence_threshold``)."))
+    edit_threshold: Optional[float] = option(None, help=(
+        "LLaDA 2.1's token editing, with ``unmask=\"confidence\"``: at every step of a block, a committed "
+        "generated token of the block is replaced by the token drawn there now when that token differs and its "
+        "probability is above ``edit_threshold`` (strictly, as LLaDA 2.1); once a row's block is full, up to "
+        "``max_edit_steps`` more steps edit it, ending early at a step that edits nothing in the row. ``None``: "
+        "off."))
+    max_edit_steps: int = option(16, help=(
+        "with ``edit_threshold``: the most editing steps a row's block gets after it is full (LLaDA 2.1's "
+        "``max_post_steps``)."))
     position_temperature: float = option(0.0, help=(
         "``tau > 0`` chooses positions by Gumbel-top-k on ``score / tau`` (sampling without replacement) instead "
         "of plain top-k."))
@@ -159,6 +168,11 @@ class SamplerConfig:
         return tuple(self.eos_token_id)
 
     @property
+    def edits(self) -> bool:
+        """Whether committed tokens may be replaced (``edit_threshold``)."""
+        return self.edit_threshold is not None
+
+    @property
     def resamples(self) -> bool:
         """Whether every step redraws all editable positions of its block (``"resample"``,
         ``"mask_predict"``) instead of committing masked ones for good."""
@@ -207,6 +221,18 @@ class SamplerConfig:
                 raise ValueError(f"{name} works with unmask='confidence' or 'margin', not {self.unmask!r}")
             if self.transfer_counts != "schedule":
                 raise ValueError(f"{name} sets the counts itself: it works with transfer_counts='schedule'")
+        if self.edit_threshold is not None:
+            check_number(self.edit_threshold, "edit_threshold")
+            if not 0.0 < self.edit_threshold <= 1.0:
+                raise ValueError(f"edit_threshold must be in (0, 1], got {self.edit_threshold}")
+            if self.unmask != "confidence":
+                raise ValueError(f"edit_threshold compares token probabilities: it works with unmask='confidence', "
+                                 f"not {self.unmask!r}")
+            if self.remask is not None:
+                raise ValueError("edit_threshold and remask both rewrite committed tokens: choose one")
+        check_int(self.max_edit_steps, "max_edit_steps")
+        if self.max_edit_steps < 0:
+            raise ValueError(f"max_edit_steps must be >= 0, got {self.max_edit_steps}")
         if self.block_length is not None:
             check_int(self.block_length, "block_length")
             if self.block_length <= 0:

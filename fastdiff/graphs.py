@@ -163,7 +163,7 @@ def graph_key(state, plan, config, backend: str, uses_head: bool, model) -> Hash
     """What a captured step depends on: shapes, device, model dtype, backend and the config's structure
     (which options are set; their values are device scalars and may change between replays)."""
     dtype = next((p.dtype for p in model.parameters()), None) if isinstance(model, torch.nn.Module) else None
-    structure = (config.unmask, config.threshold is None, config.factor is None, config.schedule_cap,
+    structure = (config.unmask, config.threshold is None, config.factor is None, config.schedule_cap, config.edits,
                  config.remask is None,
                  config.cfg_scale > 0,
                  config.logits_shift, config.top_k is None, config.top_p is None,

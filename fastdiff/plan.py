@@ -24,7 +24,7 @@ class Plan:
     block_masks: torch.Tensor  # bool [nb, L]: the positions of each block
     block_first_step: torch.Tensor  # int64 [nb]
     step_block: torch.Tensor  # int64 [capacity]
-    step_last: torch.Tensor  # bool [capacity]: last step of its block
+    step_last: torch.Tensor  # bool [capacity]: last fill step of its block (its editing steps follow)
     target_after: torch.Tensor  # int64 [B, capacity]: masked positions the block should have left after the step
     step_counter: torch.Tensor  # int64 [capacity]: the random-stream counter of each step, its index in the
     # full plan (steps dropped from the ancestral plan keep their numbers, so a row's noise does not
@@ -54,8 +54,11 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     generators = [torch.Generator().manual_seed(seed) for seed in rng[:, 0].tolist()]
     commit_counts = _commit_counter(config, generators)
     redraw_targets = _redraw_targets(config, generators)
-    # schedule_cap: a block not done when its budget ends steps on, at least one commit a step
-    span = [a + (max(n - a, 0) if config.schedule_cap and a else 0) for a, n in zip(alloc, block_tokens)]
+    # schedule_cap: a block not done when its budget ends steps on, at least one commit a step; token
+    # editing: a row's full block gets up to max_edit_steps more steps, after every fill step
+    fill = [a + (max(n - a, 0) if config.schedule_cap and a else 0) for a, n in zip(alloc, block_tokens)]
+    edit_steps = config.max_edit_steps if config.edits else 0
+    span = [f + (edit_steps if f else 0) for f in fill]
 
     block_masks = torch.zeros(len(blocks), L, dtype=torch.bool)
     first_step, step_block, step_last, step_counter, row_bound = [], [], [], [], []
@@ -69,12 +72,14 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
         else:
             counts = [commit_counts(per_row[r][b], alloc[b], r) for r in range(B)]
             # a step of the binomial law that reveals nothing in any row needs no forward pass
-            kept = sorted(set().union(*counts)) if binomial else list(range(span[b]))
+            kept = sorted(set().union(*counts)) if binomial else list(range(fill[b]))
+            kept += list(range(fill[b], span[b]))  # the editing steps: nothing left to commit
             afters = [_left_after(per_row[r][b], counts[r], kept) for r in range(B)]
         step_counter += [sum(span[:b]) + i for i in kept]
         first_step.append(len(step_block))
         step_block += [j] * len(kept)
-        step_last += [False] * (len(kept) - 1) + [True]
+        # the last fill step commits whatever is left
+        step_last += [False] * (len(kept) - 1 - (span[b] - fill[b])) + [True] + [False] * (span[b] - fill[b])
         bound = [0] * len(kept)
         for r, after in enumerate(afters):
             targets[r] += after
@@ -162,7 +167,7 @@ def _left_after(n: int, counts: Dict[int, int], kept: List[int]) -> List[int]:
 def _bound_before(config: SamplerConfig, n: int, targets: List[int]) -> List[int]:
     """Masked positions a row can still have in the block before each step: the plan's target, unless
     commits can fall short of it (threshold / factor: at least one per step) or masks come back (remasking)."""
-    if config.remask is not None or config.resamples:
+    if config.remask is not None or config.resamples or config.edits:
         return [n] * len(targets)
     if config.adaptive_counts:
         return [max(n - i, 0) for i in range(len(targets))]
@@ -172,7 +177,7 @@ def _bound_before(config: SamplerConfig, n: int, targets: List[int]) -> List[int
 def can_stop_early(config: SamplerConfig) -> bool:
     """Whether a call may end before its last planned step (the plan step and the host step count can
     then part ways)."""
-    return config.adaptive_counts or bool(config.eos_ids and config.stop_at_eos)
+    return config.adaptive_counts or config.edits or bool(config.eos_ids and config.stop_at_eos)
 
 
 def row_buckets(plan: Plan, config: SamplerConfig, uses_head: bool, graphed: bool, B: int,

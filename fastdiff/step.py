@@ -37,6 +37,8 @@ class StepState:
     begin_position: Optional[int]  # the canvas column of the first generated token (generate only)
     defer_ids: Optional[torch.Tensor]  # int64 [D]
     eos_ids: Optional[torch.Tensor]  # int64 [E]
+    edit_budget: torch.Tensor  # int64 [B]: editing steps a row has left once its block is full
+    edit_block: torch.Tensor  # int64 []: the plan block edit_budget belongs to (-1: none yet)
 
 
 def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, canvas: torch.Tensor,
@@ -66,6 +68,8 @@ def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, ca
         "remask_ratio": scalar(config.remask_ratio),
         "remask_temperature": scalar(config.remask_temperature),
         "cfg_scale": scalar(config.cfg_scale),
+        "edit_threshold": scalar(config.edit_threshold or 1.0),
+        "max_edit_steps": scalar(config.max_edit_steps, torch.int64),
     }
     return StepState(
         canvas=canvas,
@@ -86,6 +90,8 @@ def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, ca
         begin_position=begin_position if config.begin_suppress_token_ids else None,
         defer_ids=ids(config.defer_token_ids),
         eos_ids=ids(config.eos_ids) if config.stop_at_eos else None,
+        edit_budget=torch.zeros(B, dtype=torch.int64, device=device),
+        edit_block=torch.full((), -1, dtype=torch.int64, device=device),
     )
 
 
@@ -130,7 +136,7 @@ class Denoiser:
         masked-row head: ``bucket`` rows gathered; None bucket: the whole model)."""
         st.nfe.add_(self._advance_to_work(st, plan).to(torch.int64))
         logits = self._step(st, plan, bucket, step_index)
-        st.work_left.copy_(self.work(st).any() | self._mid_block(st, plan))
+        st.work_left.copy_(self.work(st).any() | self._mid_block(st, plan) | self._edit_work(st, plan))
         return logits
 
     def work(self, st: StepState) -> torch.Tensor:
@@ -145,6 +151,13 @@ class Denoiser:
         previous = (st.step - 1).clamp(0, len(plan.step_last) - 1)
         return (st.step > 0) & ~plan.step_last[previous] & ~st.done.all()
 
+    def _edit_work(self, st: StepState, plan: Plan) -> torch.Tensor:
+        """bool ``[]``: with token editing, an unfinished row of the current block still has editing steps."""
+        if not self.config.edits:
+            return torch.zeros((), dtype=torch.bool, device=st.step.device)
+        current = plan.step_block[st.step.clamp(max=len(plan.step_block) - 1)]
+        return (current == st.edit_block) & ((st.edit_budget > 0) & ~st.done).any()
+
     def _advance_to_work(self, st: StepState, plan: Plan) -> torch.Tensor:
         """Move ``st.step`` to the first step of the first block, from the current one on, that still
         has a masked position to fill; returns whether there is one (a device bool)."""
@@ -154,27 +167,31 @@ class Denoiser:
         current = plan.step_block[step]
         later = block_has_work & (torch.arange(len(block_has_work), device=work.device) >= current)
         jump = plan.block_first_step[torch.argmax(later.to(torch.int32))]
-        mid_block = self._mid_block(st, plan)
-        any_left = later.any() | mid_block
-        st.step.copy_(torch.where(block_has_work[current] | mid_block, step,
+        stay = self._mid_block(st, plan) | self._edit_work(st, plan)
+        any_left = later.any() | stay
+        st.step.copy_(torch.where(block_has_work[current] | stay, step,
                                   torch.where(any_left, jump, torch.full_like(step, plan.num_steps))))
         return any_left
 
     def _step(self, st: StepState, plan: Plan, bucket: Optional[int], step_index: int) -> Optional[torch.Tensor]:
         g = st.step.clamp(max=len(plan.step_block) - 1)  # past the end (no work left) nothing is committed
         editable_now = st.editable & plan.block_masks[plan.step_block[g]] & ~st.done[:, None]
-        # the redrawing rules draw every editable position of the block, the others the masked ones
-        eligible = editable_now if self.config.resamples else editable_now & (st.canvas == self.mask_token_id)
+        masked = editable_now & (st.canvas == self.mask_token_id)
+        # the redrawing rules choose among every editable position of the block, the others among the
+        # masked ones; token editing draws every position but commits only masked ones
+        eligible = editable_now if self.config.resamples else masked
+        drawn = editable_now if self.config.resamples or self.config.edits else masked
         st.rng[:, 1].copy_(plan.step_counter[g])
 
         if bucket is None:
-            tokens, scores, logits = self._sample_full(st, eligible, step_index)
+            tokens, scores, logits = self._sample_full(st, drawn, step_index)
         else:
-            tokens, scores = self._sample_rows(st, eligible, bucket)
+            tokens, scores = self._sample_rows(st, drawn, bucket)
             logits = None
+        probabilities = scores  # before deferral: what token editing compares with its threshold
         if st.defer_ids is not None:
             scores = torch.where(equals_any(tokens, st.defer_ids), float("-inf"), scores)
-        bad = (torch.isnan(scores) & eligible).any()
+        bad = (torch.isnan(scores) & drawn).any()
         st.bad_step.copy_(torch.where((st.bad_step < 0) & bad, st.nfe - 1, st.bad_step))
 
         last = plan.step_last[g]
@@ -186,6 +203,8 @@ class Denoiser:
             masked_again = eligible & ~selected
             st.canvas.masked_fill_(masked_again, self.mask_token_id)
             st.confidence.masked_fill_(masked_again, float("nan"))
+        if self.config.edits:
+            self._edit(st, plan.step_block[g], tokens, probabilities, editable_now, masked)
         if st.eos_ids is not None:  # redrawn tokens are final only at the block's end
             _finish_rows_at_eos(st, self.mask_token_id, last if self.config.resamples else None)
         st.step.add_(1)
@@ -211,6 +230,22 @@ class Denoiser:
                                             position_temperature=1.0, threshold=None)
         return ops.dispatch_select_topk(self.backend, scores, eligible, k, st.rng,
                                         position_temperature=params["position_temperature"], threshold=None)
+
+    def _edit(self, st: StepState, block, tokens, probabilities, editable_now, masked) -> None:
+        """LLaDA 2.1 token editing: replace committed generated tokens of the block by the tokens drawn
+        now where those differ and have probability above ``edit_threshold``. A row edits at every fill
+        step, then at up to ``max_edit_steps`` steps once its block is full, until a step edits nothing."""
+        params = st.params
+        st.edit_budget.copy_(torch.where(block != st.edit_block, params["max_edit_steps"], st.edit_budget))
+        st.edit_block.copy_(block)
+        filling = masked.any(dim=-1)  # the row still had masks in the block when the step began
+        after_fill = ~filling & (st.edit_budget > 0)
+        edits = ((filling | after_fill)[:, None] & editable_now & ~masked & (tokens >= 0) & (tokens != st.canvas)
+                 & (probabilities > params["edit_threshold"]))
+        st.canvas.copy_(torch.where(edits, tokens, st.canvas))
+        st.confidence.copy_(torch.where(edits, probabilities, st.confidence))
+        spent = torch.where(edits.any(dim=-1), st.edit_budget - 1, torch.zeros_like(st.edit_budget))
+        st.edit_budget.copy_(torch.where(after_fill, spent, st.edit_budget))
 
     def _remask_counts(self, st: StepState, selected, last) -> Optional[torch.Tensor]:
         """Tokens each row re-masks after committing: ``floor(ratio * committed)``, none at a block's end;

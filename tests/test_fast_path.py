@@ -136,6 +136,7 @@ CONFIGS = [
     dict(unmask="random", logits_shift=True, temperature=0.5),
     dict(unmask="resample", transfer_counts="binomial", temperature=1.0, eos_token_id=7, block_length=6),
     dict(unmask="mask_predict", temperature=0.7, top_p=0.9),
+    dict(threshold=0.05, edit_threshold=0.02, max_edit_steps=3, block_length=6, temperature=0.8),
 ]
 
 

@@ -21,6 +21,7 @@ RULES = {
     "random + eos": dict(unmask="random", temperature=1.5, eos_token_id=[7, 8, 9, 10, 12, 13]),
     "resample binomial": dict(unmask="resample", transfer_counts="binomial", temperature=1.0),
     "mask_predict + blocks": dict(unmask="mask_predict", temperature=1.0, block_length=5),
+    "token editing": dict(temperature=1.0, threshold=0.01, edit_threshold=0.01, max_edit_steps=4, block_length=5),
 }
 
 
