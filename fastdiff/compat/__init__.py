@@ -1,19 +1,19 @@
 """Drop-in replacements for the sampling functions of other diffusion-LM code bases.
 
-LLaDA's, Fast-dLLM's and Dream's functions keep the signature, defaults and return type of the code they
-replace; the RoBERTa-diffusion ones take keywords and return a :class:`fastdiff.GenerationOutput` (see
-their module). All run on :class:`fastdiff.Sampler` (so on CUDA they get the fused Triton kernels, and
-CUDA graphs once the Sampler has them):
+Each keeps the signature, defaults and return type of the code it replaces, and runs on
+:class:`fastdiff.Sampler` (so on CUDA they get the fused Triton kernels, and CUDA graphs once the
+Sampler has them):
 
 * :func:`fastdiff.compat.llada.generate`: LLaDA's ``generate`` (``generate.py`` of ML-GSAI/LLaDA).
 * :func:`fastdiff.compat.llada.fast_dllm_generate`: Fast-dLLM's LLaDA ``generate`` (``threshold`` /
   ``factor`` parallel decoding, returning ``(x, nfe)``).
 * :func:`fastdiff.compat.dream.diffusion_generate`: Dream's ``model.diffusion_generate``
-  (``DreamGenerationMixin`` in the Dream model repositories' ``generation_utils.py``).
-* :func:`fastdiff.compat.roberta_diffusion.generate` and
-  :func:`fastdiff.compat.roberta_diffusion.generate_confident`: the RoBERTa-diffusion samplers of
-  Nathan Barry's RoBERTaDiffusion (``inference.py``): the blog post's iterative one and the later
-  confidence-threshold one.
+  (``DreamGenerationMixin`` in the Dream model repositories' ``generation_utils.py``), with Fast-dLLM's
+  ``alg="confidence_threshold"`` and keywords.
+* :func:`fastdiff.compat.roberta_diffusion.prepare_prompt` and
+  :func:`fastdiff.compat.roberta_diffusion.generate`: RoBERTaDiffusion's ``inference.py`` (Nathan
+  Barry): its confidence sampler with its ``Config``, the blog post's resample and re-mask loop with
+  ``BlogConfig``; ``generate_confident`` / ``generate_ancestral`` are keyword-style variants.
 
 Greedy settings give exactly the reference's tokens on fp32 models; each module's docstring lists
 where, and why, fastdiff differs from the code it replaces.
