@@ -8,11 +8,15 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
+from fastdiff.noise import Noise, resolve_noise
 from fastdiff.schedule import SCHEDULES, ScheduleFn
 from fastdiff.validation import check_flag, check_int, check_number, check_seeds, is_int
 
-UNMASK_RULES = ("confidence", "margin", "entropy", "random", "ancestral", "resample", "mask_predict")
+UNMASK_RULES = ("confidence", "margin", "entropy", "random", "ancestral", "resample", "mask_predict", "sedd_euler",
+                "sedd_analytic")
 RESAMPLE_RULES = ("resample", "mask_predict")  # every step redraws the block's positions
+SEDD_RULES = ("sedd_euler", "sedd_analytic")  # the model returns SEDD log-scores
+TIME_CONDITIONING = ("sigma", "t")
 TRANSFER_COUNTS = ("schedule", "binomial")
 REMASK_RULES = ("low_confidence",)
 
@@ -70,7 +74,14 @@ class SamplerConfig:
         '``"resample"`` masks positions chosen uniformly (the RoBERTa-diffusion blog; with '
         '``transfer_counts="binomial"`` each position is masked independently with probability ``t``, the '
         'blog\'s exact law), ``"mask_predict"`` the least confident ones (Mask-Predict). A block runs every '
-        "step of its budget; its last step keeps every drawn token."))
+        "step of its budget; its last step keeps every drawn token. "
+        '``"sedd_euler"`` / ``"sedd_analytic"``: SEDD\'s absorbing-state predictors; the model returns SEDD '
+        "log-scores (``log s_j``, the mask token's own ignored), called with the noise level "
+        "(``time_conditioning``). On SEDD's time grid ``t_i = 1 - i (1 - eps) / steps`` each masked position is "
+        "revealed with probability ``min(1, a_i S)``, ``S = sum_j s_j`` over the tokens, drawing its token from "
+        "``softmax(log s)`` (at ``temperature`` 1 this is SEDD's update): ``a_i = dt sigma'(t_i)`` (Euler) or "
+        "``expm1(sigma(t_i) - sigma(t_i - dt))`` (analytic, Tweedie tau-leaping). ``denoise`` adds SEDD's last "
+        "step at ``t = eps``, which reveals every position left."))
     threshold: Optional[float] = option(None, help=(
         'with ``"confidence"`` or ``"margin"``: commit every masked position of the block whose score is ``>= '
         "threshold``, at least one per row, so counts differ per row and a block may finish early. The last step "
@@ -94,6 +105,20 @@ class SamplerConfig:
     max_edit_steps: int = option(16, help=(
         "with ``edit_threshold``: the most editing steps a row's block gets after it is full (LLaDA 2.1's "
         "``max_post_steps``)."))
+    time_conditioning: Optional[str] = option(None, help=(
+        'call the model as ``model(input_ids, time)`` with each row\'s time of the step, float32 ``[B]``: '
+        '``"sigma"`` (the total noise ``sigma(t)`` of ``noise``, as SEDD and MDLM models take it) or ``"t"``. For '
+        '``unmask="ancestral"`` (``t``: the masked fraction before the step) and the SEDD rules. ``None``: '
+        "time-free ``model(input_ids, attention_mask)``. Time-conditioned models get no attention mask, so "
+        "prompts cannot be padded."))
+    noise: Noise = option("loglinear", help=(
+        'the noise schedule of ``time_conditioning="sigma"`` and of the SEDD rules: ``"loglinear"`` '
+        "(``sigma(t) = -log(1 - (1 - 1e-3) t)``), or an object with ``total_noise(t)`` and ``rate_noise(t)`` "
+        "(``fastdiff.noise.GeometricNoise``, SEDD's or MDLM's noise objects)."))
+    eps: float = option(1e-5, help="the SEDD rules' last time: their grid runs from 1 to ``eps``.")
+    denoise: bool = option(True, help=(
+        "the SEDD rules: a last step at ``t = eps`` reveals every masked position left (SEDD's ``denoise``); "
+        "``False`` leaves them masked, as SEDD does."))
     position_temperature: float = option(0.0, help=(
         "``tau > 0`` chooses positions by Gumbel-top-k on ``score / tau`` (sampling without replacement) instead "
         "of plain top-k."))
@@ -168,6 +193,11 @@ class SamplerConfig:
         return tuple(self.eos_token_id)
 
     @property
+    def sedd(self) -> bool:
+        """Whether the model returns SEDD log-scores updated by a SEDD predictor."""
+        return self.unmask in SEDD_RULES
+
+    @property
     def edits(self) -> bool:
         """Whether committed tokens may be replaced (``edit_threshold``)."""
         return self.edit_threshold is not None
@@ -230,6 +260,7 @@ class SamplerConfig:
                                  f"not {self.unmask!r}")
             if self.remask is not None:
                 raise ValueError("edit_threshold and remask both rewrite committed tokens: choose one")
+        self._validate_time()
         check_int(self.max_edit_steps, "max_edit_steps")
         if self.max_edit_steps < 0:
             raise ValueError(f"max_edit_steps must be >= 0, got {self.max_edit_steps}")
@@ -242,6 +273,27 @@ class SamplerConfig:
         if self.remask is not None and self.resamples:
             raise ValueError(f"remask works with rules that commit tokens for good, not unmask={self.unmask!r} "
                              "(which masks tokens again at every step itself)")
+
+    def _validate_time(self) -> None:
+        if self.time_conditioning is not None and self.time_conditioning not in TIME_CONDITIONING:
+            raise ValueError(f"time_conditioning must be None or one of {TIME_CONDITIONING}, "
+                             f"got {self.time_conditioning!r}")
+        if self.time_conditioning is not None and not (self.sedd or self.unmask == "ancestral"):
+            raise ValueError("time_conditioning needs a time grid: unmask='ancestral' or a SEDD rule, "
+                             f"not {self.unmask!r}")
+        resolve_noise(self.noise)
+        check_number(self.eps, "eps")
+        if not 0 < self.eps < 1:
+            raise ValueError(f"eps must be in (0, 1), got {self.eps}")
+        check_flag(self.denoise, "denoise")
+        if not self.sedd:
+            return
+        for name, default in (("block_length", self.block_length is None), ("cfg_scale", self.cfg_scale == 0),
+                              ("logits_shift", not self.logits_shift), ("remask", self.remask is None),
+                              ("transfer_counts", self.transfer_counts == "schedule")):
+            if not default:
+                raise ValueError(f"{name} is not part of SEDD's predictors (unmask={self.unmask!r}): leave it at "
+                                 "its default")
 
     def _validate_numbers(self) -> None:
         check_number(self.position_temperature, "position_temperature")

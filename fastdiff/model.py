@@ -53,6 +53,8 @@ class ModelRunner:
       included), so a padded row computes what the row computes on its own.
     * Any other callable is called as ``model(input_ids, attention_mask)`` and may return the logits
       or an object with ``.logits``.
+    * With a ``time`` (``SamplerConfig.time_conditioning``) any model is called as
+      ``model(input_ids, time)``, ``time`` float32 ``[B]``: SEDD's and MDLM's convention.
 
     For the known ``*ForMaskedLM`` classes (RoBERTa, XLM-R, CamemBERT, BERT, DistilBERT, ModernBERT,
     ELECTRA) :meth:`encode` and :meth:`head` split the forward so that the head can run on chosen rows.
@@ -119,8 +121,10 @@ class ModelRunner:
         return kwargs
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
-                 position_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.is_hf:
+                 position_ids: Optional[torch.Tensor] = None, time: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if time is not None:  # a time-conditioned model (SEDD, MDLM): model(x, sigma or t), no attention mask
+            out = self.model(input_ids, time)
+        elif self.is_hf:
             out = self.model(**self._kwargs(input_ids, attention_mask, position_ids, self.accepts_position_ids))
         else:
             out = self.model(input_ids, attention_mask)

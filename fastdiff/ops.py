@@ -369,13 +369,14 @@ def reveal(
     *,
     seed: Seed = None,
 ) -> torch.Tensor:
-    """Ancestral (MDLM / SEDD-absorbing) reveal: each eligible position independently with ``prob[b]``.
+    """Ancestral (MDLM / SEDD-absorbing) reveal: each eligible position independently with its ``prob``.
 
     Elementwise and cheap, so it runs as torch ops on every backend (and inside captured graphs).
 
     Args:
         eligible: bool ``[B, L]``.
-        prob: float ``[B]``: the reveal probability ``(t - s) / t`` of each row.
+        prob: float ``[B]``: the reveal probability ``(t - s) / t`` of each row, or ``[B, L]``: one per
+            position (SEDD's ``min(1, a S)``).
         seed: ``None``, an ``int``, ``B`` seeds or a ``[B, 3]`` state (see the module doc).
 
     Returns:
@@ -384,6 +385,7 @@ def reveal(
     if not isinstance(eligible, torch.Tensor) or eligible.dtype != torch.bool or eligible.dim() != 2:
         raise TypeError("eligible must be a bool tensor [B, L]")
     B = eligible.shape[0]
-    if not isinstance(prob, torch.Tensor) or not prob.is_floating_point() or prob.numel() != B:
-        raise TypeError(f"prob must be a float tensor [{B}]")
+    if (not isinstance(prob, torch.Tensor) or not prob.is_floating_point()
+            or prob.numel() not in (B, eligible.numel())):
+        raise TypeError(f"prob must be a float tensor [{B}] or [{B}, {eligible.shape[1]}]")
     return reference.reveal_reference(eligible, prob, make_rng_state(seed, eligible.shape[0], eligible.device))

@@ -9,6 +9,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from fastdiff.config import SamplerConfig
+from fastdiff.noise import noise_at
 from fastdiff.schedule import allocate_steps, masked_fractions, resolve_schedule, reveal_steps, schedule_counts
 
 # Smallest row bucket of the masked-row head under CUDA graphs (buckets are powers of two).
@@ -30,6 +31,8 @@ class Plan:
     # full plan (steps dropped from the ancestral plan keep their numbers, so a row's noise does not
     # depend on which steps the other rows of the batch need)
     row_bound: List[int]  # host, [G]: most positions a step can commit (all rows), for the masked-row head
+    step_time: Optional[torch.Tensor] = None  # fp32 [capacity]: the model's time input (time_conditioning)
+    step_rate: Optional[torch.Tensor] = None  # fp32 [capacity]: SEDD's a_i (reveal with min(1, a_i S)); inf: all
 
 
 def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int, L: int, device: torch.device,
@@ -50,7 +53,7 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     block_tokens = [max(per_row[r][b] for r in range(B)) for b in range(len(blocks))]
     binomial = _binomial_counts(config)
     budget = config.steps if config.steps is not None else sum(block_tokens)
-    alloc = allocate_steps(budget, block_tokens, clamp=not (binomial or config.resamples))
+    alloc = allocate_steps(budget, block_tokens, clamp=not (binomial or config.resamples or config.sedd))
     generators = [torch.Generator().manual_seed(seed) for seed in rng[:, 0].tolist()]
     commit_counts = _commit_counter(config, generators)
     redraw_targets = _redraw_targets(config, generators)
@@ -58,15 +61,19 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     # editing: a row's full block gets up to max_edit_steps more steps, after every fill step
     fill = [a + (max(n - a, 0) if config.schedule_cap and a else 0) for a, n in zip(alloc, block_tokens)]
     edit_steps = config.max_edit_steps if config.edits else 0
-    span = [f + (edit_steps if f else 0) for f in fill]
+    # SEDD's denoising step follows its predictor steps
+    span = [f + (edit_steps if f else 0) + (int(config.sedd and config.denoise) if f else 0) for f in fill]
 
     block_masks = torch.zeros(len(blocks), L, dtype=torch.bool)
-    first_step, step_block, step_last, step_counter, row_bound = [], [], [], [], []
+    first_step, step_block, step_last, step_counter, row_bound, step_t = [], [], [], [], [], []
     targets = [[] for _ in range(B)]
     for j, b in enumerate(b for b in range(len(blocks)) if alloc[b] > 0):
         s, e = blocks[b]
         block_masks[j, s:e] = True
-        if config.resamples:  # every step redraws the block, so every step runs
+        if config.sedd:  # the model's scores decide the reveals: every step runs, no targets
+            kept = list(range(span[b]))
+            afters = [[0] * span[b] for _ in range(B)]
+        elif config.resamples:  # every step redraws the block, so every step runs
             kept = list(range(alloc[b]))
             afters = [redraw_targets(per_row[r][b], alloc[b], r) for r in range(B)]
         else:
@@ -76,6 +83,9 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
             kept += list(range(fill[b], span[b]))  # the editing steps: nothing left to commit
             afters = [_left_after(per_row[r][b], counts[r], kept) for r in range(B)]
         step_counter += [sum(span[:b]) + i for i in kept]
+        if config.time_conditioning is not None and not config.sedd:  # ancestral: the block's time grid
+            grid = masked_fractions(config.schedule, block_tokens[b], alloc[b])
+            step_t += [grid[i] for i in kept]
         first_step.append(len(step_block))
         step_block += [j] * len(kept)
         # the last fill step commits whatever is left
@@ -100,7 +110,43 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
         target_after=steps_tensor([t + [0] * padding for t in targets]),
         step_counter=steps_tensor(step_counter + [sum(span) + i for i in range(padding)]),
         row_bound=row_bound,
+        **_step_times(config, num_steps, step_t, padding, device),
     )
+
+
+def _step_times(config: SamplerConfig, num_steps: int, step_t: List[float], padding: int,
+                device: torch.device) -> Dict[str, torch.Tensor]:
+    """``step_time`` / ``step_rate`` of a time-conditioned or SEDD plan (none for the others).
+
+    Ancestral: ``t`` is the masked fraction before the step (``step_t``). SEDD: ``t_i = linspace(1, eps, steps + 1)[i]``
+    and ``dt = (1 - eps) / steps`` in fp32, as SEDD's sampler computes them; the rate is ``dt sigma'(t_i)``
+    (Euler) or ``expm1(sigma(t_i) - sigma(t_i - dt))`` (analytic), and the denoising step (``t = eps``)
+    reveals everything left.
+    """
+    if config.time_conditioning is None and not config.sedd:
+        return {}
+    if config.sedd:
+        steps = num_steps - int(config.denoise)
+        grid = torch.linspace(1, config.eps, steps + 1)
+        t = grid[:steps]
+        dt = torch.tensor((1 - config.eps) / steps, dtype=torch.float32)
+        sigma, rate = noise_at(config.noise, t)
+        if config.unmask == "sedd_euler":
+            a = dt * rate
+        else:
+            a = torch.expm1(sigma - noise_at(config.noise, t - dt)[0])
+        if config.denoise:
+            t = grid
+            sigma = torch.cat([sigma, noise_at(config.noise, grid[-1:])[0]])
+            a = torch.cat([a, torch.full((1,), float("inf"))])
+    else:
+        t = torch.tensor(step_t, dtype=torch.float32)
+        sigma = noise_at(config.noise, t)[0] if config.time_conditioning == "sigma" else None
+        a = None
+    time = sigma if config.time_conditioning == "sigma" else t
+    pad = torch.zeros(padding)
+    return dict(step_time=torch.cat([time, pad]).to(device) if config.time_conditioning else None,
+                step_rate=torch.cat([a, pad]).to(device) if config.sedd else None)
 
 
 def _binomial_counts(config: SamplerConfig) -> bool:
@@ -177,7 +223,7 @@ def _bound_before(config: SamplerConfig, n: int, targets: List[int]) -> List[int
 def can_stop_early(config: SamplerConfig) -> bool:
     """Whether a call may end before its last planned step (the plan step and the host step count can
     then part ways)."""
-    return config.adaptive_counts or config.edits or bool(config.eos_ids and config.stop_at_eos)
+    return config.adaptive_counts or config.edits or config.sedd or bool(config.eos_ids and config.stop_at_eos)
 
 
 def row_buckets(plan: Plan, config: SamplerConfig, uses_head: bool, graphed: bool, B: int,

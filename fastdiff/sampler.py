@@ -284,6 +284,9 @@ class Sampler:
         backend = resolve_backend(self.backend, device)
         # each row's noise counts positions from its first real token, so left padding does not move it
         rng = ops.make_rng_state(config.seed, B, device, origin=torch.argmax(real.to(torch.int8), dim=1))
+        if config.time_conditioning is not None and not bool(real.all()):
+            raise ValueError("attention_mask: a time-conditioned model (time_conditioning) is called without an "
+                             "attention mask, so its prompts cannot be padded")
         plan = make_plan(config, region, row_counts, B, L, device, rng)
         state = new_state(config, self.runner, self.mask_token_id, canvas, editable, real,
                           padded=not bool(real.all()), rng=rng, begin_position=begin_position)
@@ -299,7 +302,8 @@ class Sampler:
 
     def _steps(self, state, plan, denoise, config, hooks, backend, progress, graphed: bool, B, L) -> GenerationOutput:
         """Run the planned steps: CUDA-graph replays when ``graphed`` (and capture works), else eagerly."""
-        uses_head = self.masked_head and self.runner.has_head and not hooks
+        uses_head = (self.masked_head and self.runner.has_head and not hooks and config.time_conditioning is None
+                     and not config.sedd)
         if graphed:
             key = graphs.graph_key(state, plan, config, backend, uses_head, self.model)
             replayed = self._graphs.run(key, state, plan, denoise, row_buckets(plan, config, uses_head, True, B, L),

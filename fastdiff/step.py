@@ -9,6 +9,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from fastdiff import ops
+from fastdiff.kernels import reference
 from fastdiff.config import SamplerConfig
 from fastdiff.model import ModelRunner
 from fastdiff.plan import Plan
@@ -37,6 +38,7 @@ class StepState:
     begin_position: Optional[int]  # the canvas column of the first generated token (generate only)
     defer_ids: Optional[torch.Tensor]  # int64 [D]
     eos_ids: Optional[torch.Tensor]  # int64 [E]
+    time: Optional[torch.Tensor]  # fp32 [B]: the model's time input of the step (time_conditioning), else None
     edit_budget: torch.Tensor  # int64 [B]: editing steps a row has left once its block is full
     edit_block: torch.Tensor  # int64 []: the plan block edit_budget belongs to (-1: none yet)
 
@@ -90,6 +92,7 @@ def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, ca
         begin_position=begin_position if config.begin_suppress_token_ids else None,
         defer_ids=ids(config.defer_token_ids),
         eos_ids=ids(config.eos_ids) if config.stop_at_eos else None,
+        time=torch.zeros(B, dtype=torch.float32, device=device) if config.time_conditioning else None,
         edit_budget=torch.zeros(B, dtype=torch.int64, device=device),
         edit_block=torch.full((), -1, dtype=torch.int64, device=device),
     )
@@ -182,6 +185,8 @@ class Denoiser:
         eligible = editable_now if self.config.resamples else masked
         drawn = editable_now if self.config.resamples or self.config.edits else masked
         st.rng[:, 1].copy_(plan.step_counter[g])
+        if st.time is not None:
+            st.time.copy_(plan.step_time[g].expand_as(st.time))
 
         if bucket is None:
             tokens, scores, logits = self._sample_full(st, drawn, step_index)
@@ -195,7 +200,11 @@ class Denoiser:
         st.bad_step.copy_(torch.where((st.bad_step < 0) & bad, st.nfe - 1, st.bad_step))
 
         last = plan.step_last[g]
-        selected = self._select(st, scores, eligible, plan.target_after.index_select(1, g.reshape(1))[:, 0], last)
+        if self.config.sedd:
+            selected = self._sedd_reveals(st, plan.step_rate[g], logits, eligible)
+        else:
+            selected = self._select(st, scores, eligible, plan.target_after.index_select(1, g.reshape(1))[:, 0],
+                                    last)
         ops.dispatch_commit_remask(self.backend, st.canvas, st.confidence, tokens, scores, selected, editable_now,
                                    self._remask_counts(st, selected, last), self.mask_token_id, st.rng,
                                    remask_temperature=st.params["remask_temperature"])
@@ -247,6 +256,18 @@ class Denoiser:
         spent = torch.where(edits.any(dim=-1), st.edit_budget - 1, torch.zeros_like(st.edit_budget))
         st.edit_budget.copy_(torch.where(after_fill, spent, st.edit_budget))
 
+    def _sedd_reveals(self, st: StepState, rate, log_scores, eligible) -> torch.Tensor:
+        """SEDD's absorbing predictors: each masked position moves to a token with probability
+        ``min(1, rate * S)``, ``S = sum_j exp(log_score_j)`` over the tokens (the mask's own score left
+        out); ``rate`` is ``inf`` at the denoising step (everything is revealed)."""
+        # the Euler / analytic categorical: tokens a s_j, the mask 1 - a S (clipped at 0 as SEDD's sampling
+        # of a negative weight never picks it); the token's law given a move is s_j / S, drawn already
+        mask_index = torch.full((1,), self.mask_token_id, dtype=torch.int64, device=log_scores.device)
+        tokens_only = log_scores.float().index_fill(-1, mask_index, float("-inf"))
+        log_total = torch.logsumexp(tokens_only, dim=-1)
+        prob = torch.exp((torch.log(rate) + log_total).clamp(max=0.0))
+        return reference.reveal_reference(eligible, prob, st.rng)
+
     def _remask_counts(self, st: StepState, selected, last) -> Optional[torch.Tensor]:
         """Tokens each row re-masks after committing: ``floor(ratio * committed)``, none at a block's end;
         ``None`` without remasking."""
@@ -260,13 +281,14 @@ class Denoiser:
     # forward and sampling
     # ------------------------------------------------------------------------------------------
     def _model_inputs(self, st: StepState):
-        """The canvas batch (with the unconditional copy for CFG), its attention mask and positions."""
-        ids, attention, positions = st.canvas, st.attention_mask, st.position_ids
+        """The canvas batch (with the unconditional copy for CFG), its attention mask, positions and time."""
+        ids, attention, positions, time = st.canvas, st.attention_mask, st.position_ids, st.time
         if self.config.cfg_scale > 0:
             ids = torch.cat([ids, st.canvas.masked_fill(st.fixed, self.mask_token_id)])
             attention = torch.cat([attention, attention]) if attention is not None else None
             positions = torch.cat([positions, positions]) if positions is not None else None
-        return ids, attention, positions
+            time = torch.cat([time, time]) if time is not None else None
+        return ids, attention, positions, time
 
     def _guide(self, logits: torch.Tensor, st: StepState) -> torch.Tensor:
         """CFG: ``u + (s + 1) (c - u)`` from the conditional and unconditional halves, in fp32."""
@@ -292,7 +314,9 @@ class Denoiser:
 
     def _sample_full(self, st: StepState, eligible, step_index: int):
         """The whole model, then sampling at the eligible positions; returns tokens, scores, logits."""
-        logits = self._guide(self.runner(*self._model_inputs(st)), st)
+        ids, attention, positions, time = self._model_inputs(st)
+        raw = self.runner(ids, attention, positions) if time is None else self.runner(ids, attention, positions, time)
+        logits = self._guide(raw, st)
         self._check_vocab(logits.shape[-1])
         shift = self.config.logits_shift
         if shift and self.hooks:  # hooks see the logits each position is sampled from
@@ -322,7 +346,7 @@ class Denoiser:
         source = row_ids.clamp(min=0)
         if self.config.logits_shift:  # position l reads the hidden state of l - 1 (position 0 its own)
             source = source - (source % L > 0).to(torch.int64)
-        hidden = self.runner.encode(*self._model_inputs(st))
+        hidden = self.runner.encode(*self._model_inputs(st)[:3])  # (time-conditioned models run whole)
         hidden = hidden.reshape(-1, hidden.shape[-1])
         rows = torch.cat([hidden[source], hidden[source + B * L]]) if self.config.cfg_scale > 0 else hidden[source]
         logits = self._guide(self.runner.head(rows), st)

@@ -469,7 +469,8 @@ def commit_remask_reference(
 
 
 def reveal_reference(eligible: torch.Tensor, prob: torch.Tensor, rng_state: torch.Tensor) -> torch.Tensor:
-    """Ancestral reveal: each eligible position independently with probability ``prob[b]``."""
+    """Ancestral reveal: each eligible position independently with probability ``prob``, float ``[B]``
+    (one per row) or ``[B, L]`` (one per position)."""
     B, L = eligible.shape
     u = position_uniform(rng_state, STREAM_REVEAL, B, L)
-    return eligible & (u < prob.to(torch.float32).reshape(B, 1))
+    return eligible & (u < prob.to(torch.float32).reshape(B, -1))
