@@ -17,6 +17,7 @@ UNMASK_RULES = ("confidence", "margin", "entropy", "random", "ancestral", "resam
 RESAMPLE_RULES = ("resample", "mask_predict")  # every step redraws the block's positions
 SEDD_RULES = ("sedd_euler", "sedd_analytic")  # the model returns SEDD log-scores
 TIME_CONDITIONING = ("sigma", "t")
+DENOISE = ("sample", "argmax", "none")
 TRANSFER_COUNTS = ("schedule", "binomial")
 REMASK_RULES = ("low_confidence",)
 
@@ -80,8 +81,8 @@ class SamplerConfig:
         "(``time_conditioning``). On SEDD's time grid ``t_i = 1 - i (1 - eps) / steps`` each masked position is "
         "revealed with probability ``min(1, a_i S)``, ``S = sum_j s_j`` over the tokens, drawing its token from "
         "``softmax(log s)`` (at ``temperature`` 1 this is SEDD's update): ``a_i = dt sigma'(t_i)`` (Euler) or "
-        "``expm1(sigma(t_i) - sigma(t_i - dt))`` (analytic, Tweedie tau-leaping). ``denoise`` adds SEDD's last "
-        "step at ``t = eps``, which reveals every position left."))
+        "``expm1(sigma(t_i) - sigma(t_i - dt))`` (analytic, Tweedie tau-leaping); ``denoise`` adds SEDD's last "
+        "step at ``t = eps``."))
     threshold: Optional[float] = option(None, help=(
         'with ``"confidence"`` or ``"margin"``: commit every masked position of the block whose score is ``>= '
         "threshold``, at least one per row, so counts differ per row and a block may finish early. The last step "
@@ -116,9 +117,11 @@ class SamplerConfig:
         "(``sigma(t) = -log(1 - (1 - 1e-3) t)``), or an object with ``total_noise(t)`` and ``rate_noise(t)`` "
         "(``fastdiff.noise.GeometricNoise``, SEDD's or MDLM's noise objects)."))
     eps: float = option(1e-5, help="the SEDD rules' last time: their grid runs from 1 to ``eps``.")
-    denoise: bool = option(True, help=(
-        "the SEDD rules: a last step at ``t = eps`` reveals every masked position left (SEDD's ``denoise``); "
-        "``False`` leaves them masked, as SEDD does."))
+    denoise: str = option("sample", help=(
+        'the last step at ``t = eps`` of the SEDD rules, and of ``unmask="ancestral"`` on a grid that ends above 0 '
+        "(``fastdiff.noise.NoiseGrid``, MDLM): it reveals every masked position left, drawing its token "
+        '(``"sample"``, SEDD\'s ``denoise``) or taking the argmax (``"argmax"``, MDLM\'s ``noise_removal``); '
+        '``"none"`` leaves them masked, as SEDD and MDLM do without it.'))
     position_temperature: float = option(0.0, help=(
         "``tau > 0`` chooses positions by Gumbel-top-k on ``score / tau`` (sampling without replacement) instead "
         "of plain top-k."))
@@ -285,7 +288,8 @@ class SamplerConfig:
         check_number(self.eps, "eps")
         if not 0 < self.eps < 1:
             raise ValueError(f"eps must be in (0, 1), got {self.eps}")
-        check_flag(self.denoise, "denoise")
+        if self.denoise not in DENOISE:
+            raise ValueError(f"denoise must be one of {DENOISE}, got {self.denoise!r}")
         if not self.sedd:
             return
         for name, default in (("block_length", self.block_length is None), ("cfg_scale", self.cfg_scale == 0),

@@ -9,7 +9,7 @@ tensors serves as well: SEDD's ``noise_lib`` and MDLM's ``noise_schedule`` objec
 from __future__ import annotations
 
 import math
-from typing import Tuple, Union
+from typing import List, Tuple, Union
 
 import torch
 
@@ -89,3 +89,52 @@ def noise_at(noise: Noise, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]
         if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
             raise ValueError(f"noise.{name}(t) must be finite and >= 0 on the sampler's times, got {values.tolist()}")
     return total, rate
+
+
+class NoiseGrid:
+    """MDLM's and SEDD's time grid as a :class:`fastdiff.SamplerConfig` ``schedule`` for
+    ``unmask="ancestral"``: ``t_i = linspace(1, eps, steps + 1)[i]`` (fp32), a position still masked
+    before step ``i`` with probability ``m(t_i) / m(t_0)``, ``m(t) = 1 - exp(-sigma(t))``. So step ``i``
+    reveals a masked position with probability ``(m(t_i) - m(t_{i+1})) / m(t_i)`` (MDLM's ``ddpm``), and
+    a fraction ``m(eps) / m(1)`` is left for the ``denoise`` step at ``t = eps``. The model's time input
+    (``time_conditioning``) is ``t_i`` or ``sigma(t_i)``.
+
+    Args:
+        noise: ``"loglinear"`` or a schedule object (see :func:`resolve_noise`).
+        eps: the grid's last time, in ``(0, 1)``.
+
+    Example:
+        >>> grid = NoiseGrid("loglinear", eps=0.1)
+        >>> [round(f, 3) for f in grid.fractions(3)]
+        [1.0, 0.7, 0.4, 0.1]
+    """
+
+    def __init__(self, noise: Noise = "loglinear", eps: float = 1e-5):
+        resolve_noise(noise)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ValueError(f"NoiseGrid eps must be a number in (0, 1), got {eps!r}")
+        self.noise, self.eps = noise, float(eps)
+
+    def times(self, n_steps: int) -> List[float]:
+        """``t_0 .. t_steps``: 1 down to ``eps``."""
+        return torch.linspace(1, self.eps, n_steps + 1).tolist()
+
+    def fractions(self, n_steps: int) -> List[float]:
+        """The masked fraction before each step and after the last, ``m(t_i) / m(t_0)``."""
+        sigma = noise_at(self.noise, torch.linspace(1, self.eps, n_steps + 1))[0].double()
+        masked = -torch.expm1(-sigma)
+        return (masked / masked[0]).tolist()
+
+    def __call__(self, n_tokens: int, n_steps: int) -> List[int]:
+        """Counts for the count-based rules: the rounded fractions, what is left to the last step."""
+        left = [round(n_tokens * f) for f in self.fractions(n_steps)[:-1]] + [0]
+        return [left[i] - left[i + 1] for i in range(n_steps)]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, NoiseGrid) and (self.noise, self.eps) == (other.noise, other.eps)
+
+    def __hash__(self) -> int:
+        return hash((NoiseGrid, id(self.noise) if not isinstance(self.noise, str) else self.noise, self.eps))
+
+    def __repr__(self) -> str:
+        return f"NoiseGrid({self.noise!r}, eps={self.eps})"

@@ -33,6 +33,7 @@ class Plan:
     row_bound: List[int]  # host, [G]: most positions a step can commit (all rows), for the masked-row head
     step_time: Optional[torch.Tensor] = None  # fp32 [capacity]: the model's time input (time_conditioning)
     step_rate: Optional[torch.Tensor] = None  # fp32 [capacity]: SEDD's a_i (reveal with min(1, a_i S)); inf: all
+    step_greedy: Optional[torch.Tensor] = None  # bool [capacity]: tokens by argmax (denoise="argmax")
 
 
 def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int, L: int, device: torch.device,
@@ -59,13 +60,16 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     redraw_targets = _redraw_targets(config, generators)
     # schedule_cap: a block not done when its budget ends steps on, at least one commit a step; token
     # editing: a row's full block gets up to max_edit_steps more steps, after every fill step
-    fill = [a + (max(n - a, 0) if config.schedule_cap and a else 0) for a, n in zip(alloc, block_tokens)]
+    # editing: a row's full block gets up to max_edit_steps more steps, after every fill step; the
+    # denoising step (SEDD, or an ancestral grid ending above 0) is a block's last fill step
+    tails = [int(a > 0 and _denoises(config, a)) for a in alloc]
+    fill = [a + (max(n - a, 0) if config.schedule_cap and a else 0) + tail
+            for a, n, tail in zip(alloc, block_tokens, tails)]
     edit_steps = config.max_edit_steps if config.edits else 0
-    # SEDD's denoising step follows its predictor steps
-    span = [f + (edit_steps if f else 0) + (int(config.sedd and config.denoise) if f else 0) for f in fill]
+    span = [f + (edit_steps if f else 0) for f in fill]
 
     block_masks = torch.zeros(len(blocks), L, dtype=torch.bool)
-    first_step, step_block, step_last, step_counter, row_bound, step_t = [], [], [], [], [], []
+    first_step, step_block, step_last, step_counter, row_bound, step_t, step_greedy = [], [], [], [], [], [], []
     targets = [[] for _ in range(B)]
     for j, b in enumerate(b for b in range(len(blocks)) if alloc[b] > 0):
         s, e = blocks[b]
@@ -79,13 +83,17 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
         else:
             counts = [commit_counts(per_row[r][b], alloc[b], r) for r in range(B)]
             # a step of the binomial law that reveals nothing in any row needs no forward pass
-            kept = sorted(set().union(*counts)) if binomial else list(range(fill[b]))
+            if binomial:  # what a grid ending above 0 leaves (step alloc[b]) stays masked without denoising
+                kept = [i for i in sorted(set().union(*counts)) if i < alloc[b] + tails[b]]
+            else:
+                kept = list(range(fill[b]))
             kept += list(range(fill[b], span[b]))  # the editing steps: nothing left to commit
             afters = [_left_after(per_row[r][b], counts[r], kept) for r in range(B)]
         step_counter += [sum(span[:b]) + i for i in kept]
         if config.time_conditioning is not None and not config.sedd:  # ancestral: the block's time grid
-            grid = masked_fractions(config.schedule, block_tokens[b], alloc[b])
+            grid = _grid_times(config.schedule, block_tokens[b], alloc[b])
             step_t += [grid[i] for i in kept]
+        step_greedy += [config.denoise == "argmax" and tails[b] and i == alloc[b] for i in kept]
         first_step.append(len(step_block))
         step_block += [j] * len(kept)
         # the last fill step commits whatever is left
@@ -110,8 +118,25 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
         target_after=steps_tensor([t + [0] * padding for t in targets]),
         step_counter=steps_tensor(step_counter + [sum(span) + i for i in range(padding)]),
         row_bound=row_bound,
+        step_greedy=steps_tensor(step_greedy + [False] * padding, torch.bool) if any(step_greedy) else None,
         **_step_times(config, num_steps, step_t, padding, device),
     )
+
+
+def _denoises(config: SamplerConfig, steps: int) -> bool:
+    """Whether a block of ``steps`` planned steps ends with a denoising step: the SEDD rules, and ancestral
+    counts on a grid that leaves positions masked after its last step; not with ``denoise="none"``."""
+    if config.denoise == "none":
+        return False
+    return config.sedd or (_binomial_counts(config) and masked_fractions(config.schedule, 1, steps)[-1] > 0)
+
+
+def _grid_times(schedule, n_tokens: int, n_steps: int) -> List[float]:
+    """The time before each step (and of the denoising step after them): a grid object's own times,
+    else the masked fraction."""
+    if hasattr(schedule, "times"):
+        return list(schedule.times(n_steps))
+    return masked_fractions(schedule, n_tokens, n_steps)
 
 
 def _step_times(config: SamplerConfig, num_steps: int, step_t: List[float], padding: int,
@@ -126,7 +151,7 @@ def _step_times(config: SamplerConfig, num_steps: int, step_t: List[float], padd
     if config.time_conditioning is None and not config.sedd:
         return {}
     if config.sedd:
-        steps = num_steps - int(config.denoise)
+        steps = num_steps - int(config.denoise != "none")
         grid = torch.linspace(1, config.eps, steps + 1)
         t = grid[:steps]
         dt = torch.tensor((1 - config.eps) / steps, dtype=torch.float32)
@@ -135,7 +160,7 @@ def _step_times(config: SamplerConfig, num_steps: int, step_t: List[float], padd
             a = dt * rate
         else:
             a = torch.expm1(sigma - noise_at(config.noise, t - dt)[0])
-        if config.denoise:
+        if config.denoise != "none":
             t = grid
             sigma = torch.cat([sigma, noise_at(config.noise, grid[-1:])[0]])
             a = torch.cat([a, torch.full((1,), float("inf"))])

@@ -44,11 +44,14 @@ def cosine_schedule(n_tokens: int, n_steps: int) -> List[int]:
 def masked_fractions(schedule: Union[str, ScheduleFn], n_tokens: int, n_steps: int) -> List[float]:
     """The fraction of tokens still masked before each step and after the last, ``n_steps + 1``
     values from 1 to 0: the time grid ``t`` of ancestral unmasking. Continuous for the built-in
-    schedules (``1 - i/s``, ``cos(pi/2 i/s)``); a callable's counts give ``remaining / n_tokens``."""
+    schedules (``1 - i/s``, ``cos(pi/2 i/s)``); a callable's counts give ``remaining / n_tokens``; an
+    object with ``fractions(n_steps)`` gives its own (which may end above 0)."""
     if schedule == "linear":
         return [1.0 - i / n_steps for i in range(n_steps + 1)]
     if schedule == "cosine":
         return [math.cos(math.pi / 2 * i / n_steps) for i in range(n_steps)] + [0.0]
+    if hasattr(schedule, "fractions"):  # a continuous grid (fastdiff.noise.NoiseGrid); it may end above 0
+        return list(schedule.fractions(n_steps))
     left, fractions = n_tokens, [1.0]
     for count in schedule_counts(resolve_schedule(schedule), n_tokens, n_steps):
         left -= count
@@ -62,7 +65,8 @@ def reveal_steps(schedule: Union[str, ScheduleFn], v: torch.Tensor, n_tokens: in
     grid of :func:`masked_fractions`. The built-in schedules invert their grid in closed form (no
     per-step work, so a budget of 10**9 steps costs what 10 do); a callable's grid is searched.
 
-    Returns int64 ``[n]`` in ``[0, n_steps)``.
+    Returns int64 ``[n]`` in ``[0, n_steps)``, or ``n_steps`` for a position still masked after the last
+    step (a grid ending above 0, such as :class:`fastdiff.noise.NoiseGrid`'s).
     """
     if schedule == "linear":  # t_i = 1 - i/s
         steps = torch.floor((1.0 - v) * n_steps)
@@ -70,7 +74,7 @@ def reveal_steps(schedule: Union[str, ScheduleFn], v: torch.Tensor, n_tokens: in
         steps = torch.floor(torch.acos(v) * (2.0 * n_steps / math.pi))
     else:
         grid = torch.tensor(masked_fractions(schedule, n_tokens, n_steps)[1:], dtype=torch.float64)
-        steps = (grid[None, :] >= v[:, None]).sum(dim=1).to(torch.float64)
+        return (grid[None, :] >= v[:, None]).sum(dim=1)  # n_steps: below the grid's end
     return steps.clamp(0, n_steps - 1).to(torch.int64)
 
 

@@ -39,6 +39,7 @@ class StepState:
     defer_ids: Optional[torch.Tensor]  # int64 [D]
     eos_ids: Optional[torch.Tensor]  # int64 [E]
     time: Optional[torch.Tensor]  # fp32 [B]: the model's time input of the step (time_conditioning), else None
+    token_temperature: torch.Tensor  # fp32 []: the step's token temperature (0 at an argmax denoising step)
     edit_budget: torch.Tensor  # int64 [B]: editing steps a row has left once its block is full
     edit_block: torch.Tensor  # int64 []: the plan block edit_budget belongs to (-1: none yet)
 
@@ -93,6 +94,7 @@ def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, ca
         defer_ids=ids(config.defer_token_ids),
         eos_ids=ids(config.eos_ids) if config.stop_at_eos else None,
         time=torch.zeros(B, dtype=torch.float32, device=device) if config.time_conditioning else None,
+        token_temperature=scalar(config.temperature),
         edit_budget=torch.zeros(B, dtype=torch.int64, device=device),
         edit_block=torch.full((), -1, dtype=torch.int64, device=device),
     )
@@ -187,6 +189,8 @@ class Denoiser:
         st.rng[:, 1].copy_(plan.step_counter[g])
         if st.time is not None:
             st.time.copy_(plan.step_time[g].expand_as(st.time))
+        if plan.step_greedy is not None:
+            st.token_temperature.copy_(torch.where(plan.step_greedy[g], 0.0, st.params["temperature"]))
 
         if bucket is None:
             tokens, scores, logits = self._sample_full(st, drawn, step_index)
@@ -306,7 +310,7 @@ class Denoiser:
 
     def _sample_options(self, st: StepState) -> dict:
         config, params = self.config, st.params
-        return dict(temperature=params["temperature"],
+        return dict(temperature=st.token_temperature,
                     top_k=params["top_k"] if config.top_k is not None else None,
                     top_p=params["top_p"] if config.top_p is not None else None,
                     score=config.score_kind, suppress_ids=st.suppress_ids,

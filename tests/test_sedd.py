@@ -107,7 +107,7 @@ def test_every_step_has_seddss_law(predictor, noise, denoise, fresh_seed):
     prompt, steps, eps, rows = (2,), 3, 1e-5, 4000
     laws = exact_law(model, prompt, noise, predictor, steps, eps, denoise)
     out = Sampler(model, MASK, unmask=f"sedd_{predictor}", time_conditioning="sigma", noise=noise, steps=steps,
-                  eps=eps, denoise=denoise, temperature=1.0, return_history=True).generate(
+                  eps=eps, denoise="sample" if denoise else "none", temperature=1.0, return_history=True).generate(
         torch.tensor([prompt] * rows), gen_length=2, seed=fresh_seed)
     assert len(laws) == steps + int(denoise) and 1 <= len(out.history) <= len(laws)
     # a step after every row is filled is not run: it could change nothing (absorbing states stay)
@@ -224,7 +224,7 @@ def test_get_pc_sampler_refuses_what_it_cannot_run():
 
 
 @pytest.mark.parametrize("settings", [dict(unmask="sedd_analytic", time_conditioning="sigma"),
-                                      dict(unmask="sedd_euler", time_conditioning="t", denoise=False),
+                                      dict(unmask="sedd_euler", time_conditioning="t", denoise="none"),
                                       dict(unmask="ancestral", time_conditioning="sigma")])
 def test_graph_runner_equals_eager_and_rows_are_their_own(fake_graphs, settings, fresh_seed):
     """The captured step (stand-in capture on the CPU) gives the eager tokens, with the time and the

@@ -100,6 +100,6 @@ def cached_sampler(model, family: str, runner: Callable[[], ModelRunner], mask_t
     return sampler
 
 
-from fastdiff.compat import dream, llada, roberta_diffusion, sedd  # noqa: E402  (they use the helpers above)
+from fastdiff.compat import dream, llada, mdlm, roberta_diffusion, sedd  # noqa: E402  (they use the helpers above)
 
-__all__ = ["llada", "dream", "roberta_diffusion", "sedd", "cached_sampler", "WeakModelRunner", "SAMPLERS_PER_MODEL"]
+__all__ = ["llada", "dream", "mdlm", "roberta_diffusion", "sedd", "cached_sampler", "WeakModelRunner", "SAMPLERS_PER_MODEL"]

@@ -82,7 +82,7 @@ def get_pc_sampler(graph, noise, batch_dims: Sequence[int], predictor: str, step
     if not callable(proj_fun):
         raise TypeError(f"proj_fun must be callable, got {type(proj_fun).__name__}")
     settings = dict(unmask=f"sedd_{predictor}", time_conditioning="sigma", noise=noise, steps=steps, eps=eps,
-                    denoise=denoise, temperature=1.0)
+                    denoise="sample" if denoise else "none", temperature=1.0)
 
     @torch.no_grad()
     def pc_sampler(model):
