@@ -3,8 +3,8 @@
 #
 #   bash benchmarks/run_gpu.sh            (OUT=DIR to choose where the packed results go)
 #
-# Stages, each under its own timeout (530 s in all): device and versions, install the project, the
-# CUDA tests, the kernel benchmarks, the per-step breakdown, a trimmed benchmark suite. A failing
+# Stages, each under its own timeout (570 s in all): device and versions, install the project, the
+# CUDA tests, the kernel benchmarks, the per-step breakdown, a trimmed benchmark suite, SEDD / MDLM. A failing
 # stage does not stop the later ones. What needs pytest-benchmark, hypothesis or matplotlib is
 # skipped, and said so, where they are missing. Everything is packed into three files under $OUT
 # (default ./gpu-run): summary.txt, logs.tar.gz and results.tar.gz (JSON / markdown of every
@@ -66,10 +66,15 @@ if ! has matplotlib; then
     plot=(--no-plot)
     skip suite-plot "matplotlib is not installed"
 fi
-stage suite 150 python benchmarks/suite.py --size gpu --batch-sizes 1 64 --steps 10 240 --repeats 2 \
+stage suite 130 python benchmarks/suite.py --size gpu --batch-sizes 1 64 --steps 10 240 --repeats 2 \
     --out "$work/results" "${plot[@]}"
-if ! has pytest_benchmark; then
-    skip pytest-benchmark "pytest-benchmark is not installed (python benchmarks/*.py ran the same cases)"
+if has pytest_benchmark; then
+    # SEDD's and MDLM's sampler loops against their drop-ins (the compat benchmark's time-conditioned cases)
+    stage sedd-mdlm 60 python -m pytest -q -s -p no:cacheprovider benchmarks/test_compat_bench.py \
+        --benchmark-only -k "sedd or mdlm" --benchmark-json "$work/results/sedd-mdlm.json"
+else
+    skip pytest-benchmark "pytest-benchmark is not installed (python benchmarks/*.py ran the same cases;" \
+        "the SEDD / MDLM comparison needs it)"
 fi
 
 cp "$summary" "$out/summary.txt"

@@ -31,10 +31,12 @@ try:
     import test_compat_dream as dream_tests
     import test_compat_llada as llada_tests
     import test_compat_roberta_diffusion as roberta_tests
+    import time_models
 finally:
     sys.path.remove(TESTS)
 
-from fastdiff.compat import dream, llada, roberta_diffusion  # noqa: E402
+from fastdiff.compat import dream, llada, mdlm, roberta_diffusion, sedd  # noqa: E402
+from fastdiff.noise import LogLinearNoise  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -129,6 +131,23 @@ def _roberta_confident(canvas_length):
                                                roberta_diffusion.Config(), DEVICE), model)
 
 
+def _sedd(tokens, dim, batch, length, steps, predictor="analytic"):
+    """SEDD's predictor loop (absorbing graph, log-linear noise) against compat.sedd.get_pc_sampler."""
+    model = time_models.TinySEDD(tokens, length, seed=0, dim=dim).to(DEVICE)
+    graph = types.SimpleNamespace(absorb=True, dim=tokens + 1)
+    sample = sedd.get_pc_sampler(graph, LogLinearNoise(), (batch, length), predictor, steps, device=DEVICE)
+    return (lambda: time_models.sedd_reference_loop(model, LogLinearNoise(), batch, length, predictor, steps),
+            lambda: sample(model), model)
+
+
+def _mdlm(tokens, dim, batch, length, steps, predictor):
+    """MDLM's ddpm / ddpm_cache loop (time-free for the cache, with noise removal) against compat.mdlm.sample."""
+    model = time_models.TinyMDLM(0, length, LogLinearNoise(), predictor=predictor, batch=batch, steps=steps,
+                                 time_conditioning=predictor != "ddpm_cache", tokens=tokens, dim=dim).to(DEVICE)
+    return (lambda: time_models.mdlm_reference_loop(model, steps, cache=predictor == "ddpm_cache"),
+            lambda: mdlm.sample(model), model)
+
+
 if CUDA:
     SCENARIOS = {
         "llada B4 P128 G256 blocks32 vocab126464 dim256": lambda: _llada(126464, 256, 4, 128, 256, 32),
@@ -136,6 +155,9 @@ if CUDA:
         "dream B2 P64 G256 vocab151936 dim256": lambda: _dream(DREAM_VOCAB, 256, 2, 64, 256),
         "roberta blog canvas256 vocab50265": lambda: _roberta_blog(256),
         "roberta confident canvas256 vocab50265": lambda: _roberta_confident(256),
+        "sedd analytic B4 L256 steps256 vocab50258 dim256": lambda: _sedd(50257, 256, 4, 256, 256),
+        "mdlm ddpm B4 L256 steps256 vocab50258 dim256": lambda: _mdlm(50257, 256, 4, 256, 256, "ddpm"),
+        "mdlm ddpm_cache B4 L256 steps1000 vocab50258 dim256": lambda: _mdlm(50257, 256, 4, 256, 1000, "ddpm_cache"),
     }
 else:
     SCENARIOS = {
@@ -144,6 +166,9 @@ else:
         "dream B2 P8 G16 vocab2048 dim32": lambda: _dream(2048, 32, 2, 8, 16),
         "roberta blog canvas48 vocab8192": lambda: _roberta_blog(48),
         "roberta confident canvas48 vocab8192": lambda: _roberta_confident(48),
+        "sedd analytic B2 L32 steps32 vocab2048 dim32": lambda: _sedd(2047, 32, 2, 32, 32),
+        "mdlm ddpm B2 L32 steps32 vocab2048 dim32": lambda: _mdlm(2047, 32, 2, 32, 32, "ddpm"),
+        "mdlm ddpm_cache B2 L32 steps128 vocab2048 dim32": lambda: _mdlm(2047, 32, 2, 32, 128, "ddpm_cache"),
     }
 
 

@@ -18,6 +18,7 @@ RESAMPLE_RULES = ("resample", "mask_predict")  # every step redraws the block's 
 SEDD_RULES = ("sedd_euler", "sedd_analytic")  # the model returns SEDD log-scores
 TIME_CONDITIONING = ("sigma", "t")
 DENOISE = ("sample", "argmax", "none")
+MAX_LISTED_STEPS = 1_000_000
 TRANSFER_COUNTS = ("schedule", "binomial")
 REMASK_RULES = ("low_confidence",)
 
@@ -228,6 +229,11 @@ class SamplerConfig:
             check_int(self.steps, "steps")
             if self.steps <= 0:
                 raise ValueError(f"steps must be a positive int, got {self.steps}")
+            # rules whose planning is linear in the steps (every step runs, or a grid is listed)
+            listed = self.sedd or self.resamples or hasattr(self.schedule, "fractions")
+            if listed and self.steps > MAX_LISTED_STEPS:
+                raise ValueError(f"steps must be at most {MAX_LISTED_STEPS:,} with unmask={self.unmask!r} and this "
+                                 f"schedule (each step is planned one by one), got {self.steps:,}")
         if not callable(self.schedule) and self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES} or a callable, got {self.schedule!r}")
         if self.unmask not in UNMASK_RULES:

@@ -125,6 +125,10 @@ class NoiseGrid:
         masked = -torch.expm1(-sigma)
         return (masked / masked[0]).tolist()
 
+    def final_fraction(self) -> float:
+        """The fraction left masked after the last step, ``m(eps) / m(1)`` (whatever the steps)."""
+        return self.fractions(1)[-1]
+
     def __call__(self, n_tokens: int, n_steps: int) -> List[int]:
         """Counts for the count-based rules: the rounded fractions, what is left to the last step."""
         left = [round(n_tokens * f) for f in self.fractions(n_steps)[:-1]] + [0]

@@ -62,7 +62,7 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     # editing: a row's full block gets up to max_edit_steps more steps, after every fill step
     # editing: a row's full block gets up to max_edit_steps more steps, after every fill step; the
     # denoising step (SEDD, or an ancestral grid ending above 0) is a block's last fill step
-    tails = [int(a > 0 and _denoises(config, a)) for a in alloc]
+    tails = [int(a > 0 and _denoises(config)) for a in alloc]
     fill = [a + (max(n - a, 0) if config.schedule_cap and a else 0) + tail
             for a, n, tail in zip(alloc, block_tokens, tails)]
     edit_steps = config.max_edit_steps if config.edits else 0
@@ -123,12 +123,14 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     )
 
 
-def _denoises(config: SamplerConfig, steps: int) -> bool:
-    """Whether a block of ``steps`` planned steps ends with a denoising step: the SEDD rules, and ancestral
-    counts on a grid that leaves positions masked after its last step; not with ``denoise="none"``."""
+def _denoises(config: SamplerConfig) -> bool:
+    """Whether a block ends with a denoising step: the SEDD rules, and ancestral counts on a grid that
+    leaves positions masked after its last step (:class:`fastdiff.noise.NoiseGrid`); not with
+    ``denoise="none"``."""
     if config.denoise == "none":
         return False
-    return config.sedd or (_binomial_counts(config) and masked_fractions(config.schedule, 1, steps)[-1] > 0)
+    final_fraction = getattr(config.schedule, "final_fraction", None)  # built-in and count grids end at 0
+    return config.sedd or (_binomial_counts(config) and final_fraction is not None and final_fraction() > 0)
 
 
 def _grid_times(schedule, n_tokens: int, n_steps: int) -> List[float]:

@@ -1,10 +1,10 @@
 """fastdiff.compat.roberta_diffusion against independent implementations of RoBERTaDiffusion's samplers.
 
-``blog_reference`` (the blog post's iterative loop) and ``confident_reference`` (the later confidence-
-threshold loop) are written from the descriptions of the repository's ``inference.py``, not from
-fastdiff. The threshold sampler must give exactly the reference's tokens; the blog sampler (random
-positions, and a deliberately different process: see fastdiff.compat.roberta_diffusion) is checked
-structurally and statistically against the laws both share.
+``blog_reference`` (the blog post's resample and re-mask loop) and ``confident_reference`` (the later
+confidence-threshold loop) are written from the descriptions of the repository's ``inference.py``, not
+from fastdiff. The threshold sampler must give exactly the reference's tokens; the blog sampler (random
+draws) is checked structurally and against the laws of the blog's loop; ``generate_ancestral`` (fastdiff's
+reveal-once variant) against the laws it shares with the blog.
 
 This module does not import ``conftest``: ``benchmarks/test_compat_bench.py`` imports it.
 """
@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from transformers import RobertaConfig, RobertaForMaskedLM
 
-from fastdiff.compat import roberta_diffusion
 from fastdiff.compat.roberta_diffusion import (BlogConfig, Config, generate, generate_ancestral, generate_confident,
                                                prepare_prefix, prepare_prompt)
 from test_compat_llada import TableModel

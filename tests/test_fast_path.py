@@ -13,6 +13,7 @@ import transformers
 from conftest import MASK_ID, OracleModel, requires_cuda
 from fastdiff import Sampler, graphs, sampler as sampler_module
 from fastdiff.model import ModelRunner, keep_flash_attention_under_capture
+from time_models import TinySEDD
 
 
 class FakeCapture:
@@ -337,3 +338,23 @@ def test_progress_callback_keeps_the_fast_path(monkeypatch, graphed):
     assert (capture.captures > 0) == graphed
     with pytest.raises(TypeError, match="progress"):
         Sampler(model, 4).generate(torch.randint(5, 300, (1, 4)), gen_length=4, progress=3)
+
+
+@pytest.mark.parametrize("settings", [dict(unmask="sedd_analytic", time_conditioning="sigma"),
+                                      dict(unmask="sedd_euler", time_conditioning="t", denoise="none"),
+                                      dict(unmask="ancestral", time_conditioning="sigma")])
+def test_time_conditioned_graphs_equal_eager_and_rows_are_their_own(fake_graphs, settings, fresh_seed):
+    """The captured step (stand-in capture on the CPU) gives the eager tokens, with the time and the
+    reveal rates read from the plan's device tensors; each row equals itself alone."""
+    model = TinySEDD(4, 12, seed=fresh_seed)
+    prompts = torch.tensor([[0, 1], [2, 3], [1, 1]])
+    common = dict(steps=5, temperature=1.0, seed=[5, 6, 7], return_history=True, **settings)
+    graphed = Sampler(model, 4, **common).generate(prompts, gen_length=10)
+    eager = Sampler(model, 4, cuda_graphs=False, **common).generate(prompts, gen_length=10)
+    assert fake_graphs.captures >= 1
+    assert torch.equal(graphed.sequences, eager.sequences) and graphed.nfe == eager.nfe
+    assert all(torch.equal(a, b) for a, b in zip(graphed.history, eager.history))
+    for row in range(3):
+        alone = Sampler(model, 4, cuda_graphs=False, **{**common, "seed": 5 + row}).generate(
+            prompts[row:row + 1], gen_length=10)
+        assert torch.equal(alone.sequences[0], eager.sequences[row])

@@ -11,40 +11,12 @@ import torch
 from fastdiff import Sampler
 from fastdiff.compat import mdlm
 from fastdiff.noise import GeometricNoise, LogLinearNoise, NoiseGrid
-from sedd_model import TinySEDD
+from time_models import TinyMDLM, mdlm_reference_loop
 from test_redraw_rules import _chi_square_p
 
 TOKENS = 4
 MASK = TOKENS
 V = TOKENS + 1
-
-
-class TinyMDLM(torch.nn.Module):
-    """An MDLM ``Diffusion`` stand-in: a random time-conditioned backbone with MDLM's SUBS
-    parameterization (mask logit -inf, log-softmax, filled positions fixed), sigma zeroed for time-free
-    models, and the config fields ``compat.mdlm.sample`` reads."""
-
-    def __init__(self, seed, length, noise, predictor="ddpm", time_conditioning=True, noise_removal=True,
-                 batch=4000, steps=3):
-        super().__init__()
-        self.backbone = TinySEDD(TOKENS, length, seed=seed, scale_by_sigma=False)
-        self.backbone.head.weight.data *= 8.0  # peaked enough that tokens differ by context and time
-        self.mask_index, self.noise, self.parameterization = MASK, noise, "subs"
-        self.time_conditioning = time_conditioning
-        self.config = types.SimpleNamespace(
-            sampling=types.SimpleNamespace(predictor=predictor, steps=steps, noise_removal=noise_removal),
-            loader=types.SimpleNamespace(eval_batch_size=batch), model=types.SimpleNamespace(length=length),
-            noise=types.SimpleNamespace(type="loglinear" if isinstance(noise, LogLinearNoise) else "geometric"))
-
-    def forward(self, x, sigma):
-        sigma = sigma.reshape(-1) if self.time_conditioning else torch.zeros_like(sigma.reshape(-1))
-        logits = self.backbone(x, sigma)
-        logits[..., MASK] = -torch.inf
-        logits = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
-        filled = x != MASK
-        logits[filled] = -torch.inf
-        logits[filled, x[filled]] = 0.0
-        return logits
 
 
 def exact_law(model, steps, eps, removal):
@@ -162,3 +134,13 @@ def test_sample_refuses_what_mdlm_would_not_run():
         mdlm.sample(model)
     with pytest.raises(TypeError, match="MDLM Diffusion"):
         mdlm.sample(types.SimpleNamespace(parameterization="subs"))
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_the_reference_loop_has_the_same_law(cache, fresh_seed):
+    model = TinyMDLM(fresh_seed, 2, LogLinearNoise(), time_conditioning=False)
+    torch.manual_seed(fresh_seed)
+    x, forwards = mdlm_reference_loop(model, 3, eps=0.05, cache=cache)
+    law = exact_law(model, 3, 0.05, True)[-1]
+    assert _chi_square_p(_frequencies(x), law, 4000) > 1e-4
+    assert forwards == 4 if not cache else 2 <= forwards <= 4

@@ -16,8 +16,7 @@ import torch
 from fastdiff import Sampler
 from fastdiff.compat import sedd
 from fastdiff.noise import GeometricNoise, LogLinearNoise
-from sedd_model import TinySEDD
-from test_fast_path import fake_graphs  # noqa: F401  (a fixture)
+from time_models import TinySEDD, sedd_reference_loop
 from test_redraw_rules import _chi_square_p
 
 TOKENS = 4
@@ -223,21 +222,10 @@ def test_get_pc_sampler_refuses_what_it_cannot_run():
         sedd.get_pc_sampler(AbsorbingGraph(TOKENS), object(), (2, 4), "euler", 4)
 
 
-@pytest.mark.parametrize("settings", [dict(unmask="sedd_analytic", time_conditioning="sigma"),
-                                      dict(unmask="sedd_euler", time_conditioning="t", denoise="none"),
-                                      dict(unmask="ancestral", time_conditioning="sigma")])
-def test_graph_runner_equals_eager_and_rows_are_their_own(fake_graphs, settings, fresh_seed):
-    """The captured step (stand-in capture on the CPU) gives the eager tokens, with the time and the
-    reveal rates read from the plan's device tensors; each row equals itself alone."""
-    model = TinySEDD(TOKENS, 12, seed=fresh_seed)
-    prompts = torch.tensor([[0, 1], [2, 3], [1, 1]])
-    common = dict(steps=5, temperature=1.0, seed=[5, 6, 7], return_history=True, **settings)
-    graphed = Sampler(model, MASK, **common).generate(prompts, gen_length=10)
-    eager = Sampler(model, MASK, cuda_graphs=False, **common).generate(prompts, gen_length=10)
-    assert fake_graphs.captures >= 1
-    assert torch.equal(graphed.sequences, eager.sequences) and graphed.nfe == eager.nfe
-    assert all(torch.equal(a, b) for a, b in zip(graphed.history, eager.history))
-    for row in range(3):
-        alone = Sampler(model, MASK, cuda_graphs=False, **{**common, "seed": 5 + row}).generate(
-            prompts[row:row + 1], gen_length=10)
-        assert torch.equal(alone.sequences[0], eager.sequences[row])
+@pytest.mark.parametrize("predictor", ["euler", "analytic"])
+def test_the_reference_loop_has_the_same_law(predictor, fresh_seed):
+    model = TinySEDD(TOKENS, 2, seed=fresh_seed)
+    torch.manual_seed(fresh_seed)
+    x = sedd_reference_loop(model, LogLinearNoise(), 4000, 2, predictor, 3)
+    law = exact_law(model, (), LogLinearNoise(), predictor, 3, 1e-5, True)[-1]
+    assert _chi_square_p(_frequencies(x, 0), law, 4000) > 1e-4

@@ -14,9 +14,14 @@ Sampler has them):
   :func:`fastdiff.compat.roberta_diffusion.generate`: RoBERTaDiffusion's ``inference.py`` (Nathan
   Barry): its confidence sampler with its ``Config``, the blog post's resample and re-mask loop with
   ``BlogConfig``; ``generate_confident`` / ``generate_ancestral`` are keyword-style variants.
+* :func:`fastdiff.compat.sedd.get_pc_sampler`: SEDD's ``sampling.get_pc_sampler`` (absorbing graph;
+  Euler and analytic predictors, ``denoise``, ``proj_fun``).
+* :func:`fastdiff.compat.mdlm.sample`: MDLM's ``Diffusion._sample`` (``ddpm``, ``ddpm_cache``,
+  ``analytic``; noise removal).
 
-Greedy settings give exactly the reference's tokens on fp32 models; each module's docstring lists
-where, and why, fastdiff differs from the code it replaces.
+Greedy settings give exactly the reference's tokens on fp32 models (the stochastic samplers of SEDD,
+MDLM and the RoBERTa-diffusion blog: the same law, fastdiff's random streams); each module's docstring
+lists where, and why, fastdiff differs from the code it replaces.
 
 Every function keeps one :class:`~fastdiff.Sampler` per model and settings, so repeated calls reuse
 it. The cache never keeps a model alive: it is keyed by a weak reference to the model, and the cached
