@@ -266,9 +266,14 @@ class Denoiser:
         out); ``rate`` is ``inf`` at the denoising step (everything is revealed)."""
         # the Euler / analytic categorical: tokens a s_j, the mask 1 - a S (clipped at 0 as SEDD's sampling
         # of a negative weight never picks it); the token's law given a move is s_j / S, drawn already
-        mask_index = torch.full((1,), self.mask_token_id, dtype=torch.int64, device=log_scores.device)
-        tokens_only = log_scores.float().index_fill(-1, mask_index, float("-inf"))
-        log_total = torch.logsumexp(tokens_only, dim=-1)
+        if self.backend == "torch":  # eager: the masked rows only (a copy, so the mask's score can go)
+            rows = log_scores[eligible].float()
+            rows[:, self.mask_token_id] = float("-inf")
+            log_total = torch.zeros(eligible.shape, device=rows.device).masked_scatter(eligible,
+                                                                                      torch.logsumexp(rows, dim=-1))
+        else:  # static shapes for CUDA graphs: every position
+            mask_index = torch.full((1,), self.mask_token_id, dtype=torch.int64, device=log_scores.device)
+            log_total = torch.logsumexp(log_scores.float().index_fill(-1, mask_index, float("-inf")), dim=-1)
         prob = torch.exp((torch.log(rate) + log_total).clamp(max=0.0))
         return reference.reveal_reference(eligible, prob, st.rng)
 
