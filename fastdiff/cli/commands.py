@@ -178,10 +178,13 @@ def command_generate(args: argparse.Namespace) -> int:
 
 
 def command_generate_many(args: argparse.Namespace) -> int:
-    """``fastdiff generate --input FILE [--output FILE]``: see :mod:`fastdiff.cli.jobs`. Exits 0 when every
-    line ran, 1 when some got an ``error`` (their results say why)."""
+    """``fastdiff generate --input FILE [--output FILE]``: see :mod:`fastdiff.cli.jobs`. With an output file
+    the job is resumable and runs data-parallel under ``torchrun`` (:mod:`fastdiff.distributed`); with
+    standard output it runs in one process and writes at the end. Exits 0 when every line ran, 1 when
+    some got an ``error`` (their results say why) or a rank stopped."""
     from tqdm import tqdm
 
+    from fastdiff import distributed
     from fastdiff.cli import jobs as job_files
 
     if args.text is not None:
@@ -192,21 +195,61 @@ def command_generate_many(args: argparse.Namespace) -> int:
     if isinstance(args.seed, tuple):
         raise CLIError("--seed takes one int with --input: each line's seed is it plus the line number minus one "
                        "(or the line's own \"seed\")")
-    config, device, dtype, model, tokenizer, label = _prepare(args)
-    with job_files.open_input(args.input) as source:
-        jobs = job_files.read_jobs(source)
-    sampler = make_sampler(args, model, tokenizer, mask_token_id(args, tokenizer), config)
-    start = time.perf_counter()
-    with job_files.open_output(args.output) as output, tqdm(total=len(jobs), desc="prompts", unit="prompt",
-                                                             leave=False, file=sys.stderr,
-                                                             disable=True if args.quiet else None) as bar:
-        ok, failed = job_files.run_jobs(jobs, sampler, tokenizer, config, batch_size=args.batch_size,
-                                        gen_length=args.gen_length or DEFAULT_GEN_LENGTH,
-                                        special_tokens=not args.no_special_tokens, output=output, bar=bar)
-    if not args.quiet:
-        print(f"{label}: {ok} of {len(jobs)} prompts in {time.perf_counter() - start:.2f} s on {device} "
-              f"{_dtype_name(dtype)}" + (f"; {failed} with an error" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
+    world = _start_process_group(args)
+    try:
+        config, device, dtype, model, tokenizer, label = _prepare(args)
+        sampler = make_sampler(args, model, tokenizer, mask_token_id(args, tokenizer), config)
+        gen_length = args.gen_length or DEFAULT_GEN_LENGTH
+        if args.output != "-":
+            with job_files.open_input(args.input):  # a missing or unreadable file: one line, exit 1
+                pass
+            folder = Path(args.output).resolve().parent
+            if not folder.is_dir() or not os.access(folder, os.W_OK):
+                raise CLIError(f"--output {args.output}: {folder} is not a writable directory")
+            result = distributed.generate_dataset(sampler, tokenizer, args.input, args.output, config=config,
+                                                  gen_length=gen_length, batch_size=args.batch_size,
+                                                  special_tokens=not args.no_special_tokens, progress=not args.quiet)
+            if distributed.rank_and_world()[0] == 0:
+                for line in result["errors"]:
+                    print(f"fastdiff: {line}", file=sys.stderr)
+                if not args.quiet:
+                    for line in distributed.summary_lines(result):
+                        print(f"{label}: {line}", file=sys.stderr)
+            return 0 if result["ok"] else 1
+        if world > 1:
+            raise CLIError("--output -: under torchrun every rank needs a file to write (give --output FILE)")
+        with job_files.open_input(args.input) as source:
+            jobs = job_files.read_jobs(source)
+        start = time.perf_counter()
+        with tqdm(total=len(jobs), desc="prompts", unit="prompt", leave=False, file=sys.stderr,
+                  disable=True if args.quiet else None) as bar:
+            ok, failed = job_files.run_jobs(jobs, sampler, tokenizer, config, batch_size=args.batch_size,
+                                            gen_length=gen_length, special_tokens=not args.no_special_tokens,
+                                            output=sys.stdout, bar=bar)
+        if not args.quiet:
+            print(f"{label}: {ok} of {len(jobs)} prompts in {time.perf_counter() - start:.2f} s on {device} "
+                  f"{_dtype_name(dtype)}" + (f"; {failed} with an error" if failed else ""), file=sys.stderr)
+        return 1 if failed else 0
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def _start_process_group(args: argparse.Namespace) -> int:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group (NCCL with CUDA, else gloo) and put
+    this rank on its own GPU (``LOCAL_RANK``) unless ``--device`` names one; returns the world size."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return 1
+    if not args.input or args.input == "-" or args.output == "-":
+        raise CLIError("under torchrun, --input and --output must be files every rank can read and write")
+    cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        args.device = f"cuda:{local}"
+    torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
+    return world
 
 
 def command_trace(args: argparse.Namespace) -> int:

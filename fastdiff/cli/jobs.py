@@ -78,17 +78,11 @@ def _batches(jobs: List[Tuple[Job, EncodedText, int]], size: int) -> Iterator[Li
         yield [entry[:3] for entry in batch]
 
 
-def run_jobs(jobs: List[Job], sampler, tokenizer, config: SamplerConfig, *, gen_length: int, batch_size: int,
-             special_tokens: bool, output: IO[str], bar) -> Tuple[int, int]:
-    """Run ``jobs`` with ``sampler`` and write one JSON line each to ``output``, in input order.
-
-    Each prompt's seed is ``config.seed + line - 1`` unless its line sets ``seed``, and a padded row
-    gives the same result as alone with its seed: results do not depend on how lines are batched.
-
-    Returns:
-        ``(ok, failed)``: the lines written with a result and with an ``error``.
-    """
-    results: Dict[int, dict] = {}
+def prepare_jobs(jobs: List[Job], sampler, tokenizer, *, gen_length: int, special_tokens: bool
+                 ) -> Tuple[Dict[int, dict], List[Tuple[Job, EncodedText, int]]]:
+    """Check each job's options and encode its prompt: the error results of the lines that cannot run
+    (by line) and the ``(job, encoded prompt, gen_length)`` of the others."""
+    errors: Dict[int, dict] = {}
     runnable = []
     for job in jobs:
         if job.error is None:
@@ -105,11 +99,31 @@ def run_jobs(jobs: List[Job], sampler, tokenizer, config: SamplerConfig, *, gen_
             except (ValueError, TypeError) as error:
                 job.error = f"line {job.line}: {error}"
         if job.error is not None:
-            results[job.line] = {"id": job.id, "error": job.error}
-            bar.update(1)
+            errors[job.line] = {"id": job.id, "error": job.error}
+    return errors, runnable
+
+
+def run_batches(runnable: List[Tuple[Job, EncodedText, int]], sampler, tokenizer, config: SamplerConfig,
+                batch_size: int) -> Iterator[List[Tuple[Job, dict]]]:
+    """The results of ``runnable`` (see :func:`prepare_jobs`), one sampler call (a list of
+    ``(job, result)``) at a time. Each prompt's seed is ``config.seed + line - 1`` unless its line sets
+    ``seed``, and a padded row gives the same result as alone with its seed: results do not depend on
+    how lines are batched."""
     for batch in _batches(runnable, batch_size):
-        for job, entry in zip((b[0] for b in batch), _run_batch(batch, sampler, tokenizer, config)):
-            results[job.line] = entry
+        yield list(zip((b[0] for b in batch), _run_batch(batch, sampler, tokenizer, config)))
+
+
+def run_jobs(jobs: List[Job], sampler, tokenizer, config: SamplerConfig, *, gen_length: int, batch_size: int,
+             special_tokens: bool, output: IO[str], bar) -> Tuple[int, int]:
+    """Run ``jobs`` with ``sampler`` and write one JSON line each to ``output``, in input order.
+
+    Returns:
+        ``(ok, failed)``: the lines written with a result and with an ``error``.
+    """
+    results, runnable = prepare_jobs(jobs, sampler, tokenizer, gen_length=gen_length, special_tokens=special_tokens)
+    bar.update(len(results))
+    for batch in run_batches(runnable, sampler, tokenizer, config, batch_size):
+        results.update((job.line, entry) for job, entry in batch)
         bar.update(len(batch))
     failed = 0
     for job in jobs:
@@ -159,13 +173,3 @@ def open_input(path: str) -> ContextManager[IO[str]]:
         return open(path, encoding="utf-8")
     except OSError as error:
         raise CLIError(f"--input {path}: {error.strerror}") from None
-
-
-def open_output(path: str) -> ContextManager[IO[str]]:
-    """``--output``: the file, or standard output for ``-`` (left open)."""
-    if path == "-":
-        return contextlib.nullcontext(sys.stdout)
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as error:
-        raise CLIError(f"--output {path}: {error.strerror}") from None
