@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 from typing import Callable, Dict, Optional
 
 import torch
@@ -33,6 +34,18 @@ _MASKED_LM_HEADS: Dict[str, Callable[[nn.Module], Callable]] = {
     "ModernBertForMaskedLM": lambda m: (lambda h: m.decoder(m.head(h))),
     "ElectraForMaskedLM": lambda m: (lambda h: m.generator_lm_head(m.generator_predictions(h))),
 }
+
+
+def _refuse_tensor_parallel(model) -> None:
+    """Tensor-parallel models (``tp_plan="auto"``: DTensor weights) need every rank in each forward,
+    which the sampler's per-rank calls do not give: refuse them with what to do instead."""
+    dtensors = sys.modules.get("torch.distributed.tensor")  # never imported: no DTensor can exist (and the
+    if not isinstance(model, nn.Module) or dtensors is None:  # import would cost the demo half a second)
+        return
+    if any(isinstance(p, dtensors.DTensor) for p in model.parameters()):
+        raise ValueError("model: tensor-parallel models (tp_plan, DTensor weights) are not supported; load one copy "
+                         "per rank (data parallel, fastdiff.distributed) or split it over this process's GPUs "
+                         "with device_map='auto'")
 
 
 def _first_tensor(out):
@@ -71,6 +84,7 @@ class ModelRunner:
     def __init__(self, model: Callable, position_ids: bool = True):
         if not callable(model):
             raise TypeError(f"model must be a Hugging Face model or a callable, got {type(model).__name__}")
+        _refuse_tensor_parallel(model)
         self.model = model
         config = getattr(model, "config", None)
         self.is_hf = isinstance(model, nn.Module) and config is not None
@@ -95,7 +109,14 @@ class ModelRunner:
 
     @property
     def device(self) -> Optional[torch.device]:
+        """Where the canvas lives: the input embedding's device (a model split over devices with
+        ``device_map`` takes its inputs there), else the first parameter's or buffer's; ``None`` for
+        plain callables."""
         if isinstance(self.model, nn.Module):
+            embeddings = getattr(self.model, "get_input_embeddings", None)
+            table = embeddings() if callable(embeddings) else None
+            if isinstance(getattr(table, "weight", None), torch.Tensor):
+                return table.weight.device
             for tensor in self.model.parameters():
                 return tensor.device
             for tensor in self.model.buffers():

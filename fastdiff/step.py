@@ -325,7 +325,7 @@ class Denoiser:
         """The whole model, then sampling at the eligible positions; returns tokens, scores, logits."""
         ids, attention, positions, time = self._model_inputs(st)
         raw = self.runner(ids, attention, positions) if time is None else self.runner(ids, attention, positions, time)
-        logits = self._guide(raw, st)
+        logits = self._guide(raw.to(st.canvas.device), st)  # a split model's logits come from its last device
         self._check_vocab(logits.shape[-1])
         shift = self.config.logits_shift
         if shift and self.hooks:  # hooks see the logits each position is sampled from
@@ -357,8 +357,9 @@ class Denoiser:
             source = source - (source % L > 0).to(torch.int64)
         hidden = self.runner.encode(*self._model_inputs(st)[:3])  # (time-conditioned models run whole)
         hidden = hidden.reshape(-1, hidden.shape[-1])
+        source = source.to(hidden.device)  # the head's rows stay where the encoder left them (device_map)
         rows = torch.cat([hidden[source], hidden[source + B * L]]) if self.config.cfg_scale > 0 else hidden[source]
-        logits = self._guide(self.runner.head(rows), st)
+        logits = self._guide(self.runner.head(rows).to(flat.device), st)
         self._check_vocab(logits.shape[-1])
         if st.begin_suppress_ids is not None:  # the rows of the first generated position (static shapes)
             first = (row_ids >= 0) & (row_ids % L == st.begin_position)

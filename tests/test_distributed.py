@@ -157,3 +157,31 @@ def test_the_cli_refuses_standard_output_under_torchrun(tmp_path, capsys, monkey
     monkeypatch.delenv("WORLD_SIZE")
     assert cli.main(["generate", "--input", str(prompts), "--output", str(tmp_path / "no" / "x.jsonl"), "-q"]) == 2
     assert "writable directory" in capsys.readouterr().err
+
+
+def _tensor_parallel_rank(rank, port, result_dir):
+    if os.path.exists("/sys/class/net/lo"):
+        os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=1)
+    try:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor import Replicate, distribute_tensor
+
+        mesh = init_device_mesh("cpu", (1,))
+        model = torch.nn.Linear(4, 4)
+        model.weight = torch.nn.Parameter(distribute_tensor(model.weight.data, mesh, [Replicate()]))
+        try:
+            Sampler(model, 3)
+            message = "accepted"
+        except ValueError as error:
+            message = str(error)
+        with open(os.path.join(result_dir, "tp.txt"), "w") as out:
+            out.write(message)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_tensor_parallel_models_are_refused_with_what_to_do(tmp_path):
+    mp.spawn(_tensor_parallel_rank, args=(_free_port(), str(tmp_path)), nprocs=1, join=True)
+    message = (tmp_path / "tp.txt").read_text()
+    assert "tensor-parallel" in message and "device_map" in message
