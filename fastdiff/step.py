@@ -9,8 +9,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from fastdiff import ops
-from fastdiff.kernels import reference
 from fastdiff.config import SamplerConfig
+from fastdiff.kernels import reference
 from fastdiff.model import ModelRunner
 from fastdiff.plan import Plan
 from fastdiff.validation import check_callable, check_hook_logits, check_replacement

@@ -10,6 +10,7 @@ MODULES = [
     "fastdiff.compat", "fastdiff.compat.llada", "fastdiff.compat.dream", "fastdiff.compat.roberta_diffusion",
     "fastdiff.kernels.reference", "fastdiff.kernels.utils", "fastdiff.kernels.torch_fast", "fastdiff.trace",
     "fastdiff.text", "fastdiff.streaming", "fastdiff.noise", "fastdiff.compat.sedd", "fastdiff.compat.mdlm",
+    "fastdiff.distributed",
     "fastdiff", "fastdiff.bench.command", "fastdiff.bench.peers", "fastdiff.training.collator",
     "fastdiff.training.corpus",
 ]
