@@ -141,7 +141,10 @@ class Denoiser:
         masked-row head: ``bucket`` rows gathered; None bucket: the whole model)."""
         st.nfe.add_(self._advance_to_work(st, plan).to(torch.int64))
         logits = self._step(st, plan, bucket, step_index)
-        st.work_left.copy_(self.work(st).any() | self._mid_block(st, plan) | self._edit_work(st, plan))
+        work_left = self.work(st).any()
+        if self.config.resamples or self.config.edits:  # blocks that run on without masks
+            work_left = work_left | self._mid_block(st, plan) | self._edit_work(st, plan)
+        st.work_left.copy_(work_left)
         return logits
 
     def work(self, st: StepState) -> torch.Tensor:
@@ -152,29 +155,33 @@ class Denoiser:
         """bool ``[]``: with a redrawing rule, the next step continues a block already begun (it runs even
         when nothing is masked: it redraws); always false for the other rules."""
         if not self.config.resamples:
-            return torch.zeros((), dtype=torch.bool, device=st.step.device)
+            return st.done.new_zeros(())
         previous = (st.step - 1).clamp(0, len(plan.step_last) - 1)
         return (st.step > 0) & ~plan.step_last[previous] & ~st.done.all()
 
     def _edit_work(self, st: StepState, plan: Plan) -> torch.Tensor:
         """bool ``[]``: with token editing, an unfinished row of the current block still has editing steps."""
         if not self.config.edits:
-            return torch.zeros((), dtype=torch.bool, device=st.step.device)
+            return st.done.new_zeros(())
         current = plan.step_block[st.step.clamp(max=len(plan.step_block) - 1)]
         return (current == st.edit_block) & ((st.edit_budget > 0) & ~st.done).any()
 
     def _advance_to_work(self, st: StepState, plan: Plan) -> torch.Tensor:
         """Move ``st.step`` to the first step of the first block, from the current one on, that still
-        has a masked position to fill; returns whether there is one (a device bool)."""
+        has a masked position to fill (or stay in a redrawing or editing block that runs on); returns
+        whether there is such a step (a device bool)."""
         work = self.work(st).any(dim=0)
         block_has_work = (plan.block_masks & work).any(dim=-1)
         step = st.step.clamp(max=len(plan.step_block) - 1)
         current = plan.step_block[step]
         later = block_has_work & (torch.arange(len(block_has_work), device=work.device) >= current)
         jump = plan.block_first_step[torch.argmax(later.to(torch.int32))]
-        stay = self._mid_block(st, plan) | self._edit_work(st, plan)
-        any_left = later.any() | stay
-        st.step.copy_(torch.where(block_has_work[current] | stay, step,
+        stay = block_has_work[current]
+        any_left = later.any()
+        if self.config.resamples or self.config.edits:  # blocks that run on without masks
+            mid_block = self._mid_block(st, plan) | self._edit_work(st, plan)
+            stay, any_left = stay | mid_block, any_left | mid_block
+        st.step.copy_(torch.where(stay, step,
                                   torch.where(any_left, jump, torch.full_like(step, plan.num_steps))))
         return any_left
 
