@@ -41,15 +41,27 @@ def _rank(rank, world, port, input_path, output_path, result_dir, fail_rank):
         result = distributed.generate_dataset(sampler, sampler.tokenizer, input_path, output_path,
                                               config=SamplerConfig(**SETTINGS), gen_length=5, batch_size=2,
                                               progress=False)
-        with open(os.path.join(result_dir, f"result{rank}.json"), "w") as out:
+        with open(os.path.join(result_dir, f"result{rank}.json.tmp"), "w") as out:
             json.dump(result, out)
+        os.replace(os.path.join(result_dir, f"result{rank}.json.tmp"), os.path.join(result_dir, f"result{rank}.json"))
     finally:
+        torch.distributed.barrier()  # no rank tears gloo down while another still receives
         torch.distributed.destroy_process_group()
 
 
 def _run_ranks(tmp_path, input_path, output_path, world=2, fail_rank=-1):
-    mp.spawn(_rank, args=(world, _free_port(), str(input_path), str(output_path), str(tmp_path), fail_rank),
-             nprocs=world, join=True)
+    for r in range(world):
+        (tmp_path / f"result{r}.json").unlink(missing_ok=True)
+    try:
+        mp.spawn(_rank, args=(world, _free_port(), str(input_path), str(output_path), str(tmp_path), fail_rank),
+                 nprocs=world, join=True)
+    except mp.ProcessExitedException as error:
+        # now and then (about one spawned pair in 30 here) a rank aborts ("terminate called without an
+        # active exception") after it wrote its result, in gloo's teardown or at exit; the results are
+        # what is checked. An abort before a rank's result is written still fails the test.
+        written = all((tmp_path / f"result{r}.json").exists() for r in range(world))
+        if error.signal_name != "SIGABRT" or not written:
+            raise
     return [json.loads((tmp_path / f"result{r}.json").read_text()) for r in range(world)]
 
 

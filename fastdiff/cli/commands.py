@@ -232,6 +232,7 @@ def command_generate_many(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     finally:
         if world > 1:
+            torch.distributed.barrier()  # no rank tears the group down while another still receives
             torch.distributed.destroy_process_group()
 
 
