@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from fastdiff.config import SamplerConfig
-from fastdiff.noise import noise_at
+from fastdiff.noise import NoiseGrid, noise_at
 from fastdiff.schedule import allocate_steps, masked_fractions, resolve_schedule, reveal_steps, schedule_counts
 
 # Smallest row bucket of the masked-row head under CUDA graphs (buckets are powers of two).
@@ -59,7 +59,6 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     commit_counts = _commit_counter(config, generators)
     redraw_targets = _redraw_targets(config, generators)
     # schedule_cap: a block not done when its budget ends steps on, at least one commit a step; token
-    # editing: a row's full block gets up to max_edit_steps more steps, after every fill step
     # editing: a row's full block gets up to max_edit_steps more steps, after every fill step; the
     # denoising step (SEDD, or an ancestral grid ending above 0) is a block's last fill step
     tails = [int(a > 0 and _denoises(config)) for a in alloc]
@@ -154,7 +153,7 @@ def _step_times(config: SamplerConfig, num_steps: int, step_t: List[float], padd
         return {}
     if config.sedd:
         steps = num_steps - int(config.denoise != "none")
-        grid = torch.linspace(1, config.eps, steps + 1)
+        grid = torch.tensor(NoiseGrid(config.noise, config.eps).times(steps), dtype=torch.float32)
         t = grid[:steps]
         dt = torch.tensor((1 - config.eps) / steps, dtype=torch.float32)
         sigma, rate = noise_at(config.noise, t)
@@ -239,8 +238,9 @@ def _left_after(n: int, counts: Dict[int, int], kept: List[int]) -> List[int]:
 
 def _bound_before(config: SamplerConfig, n: int, targets: List[int]) -> List[int]:
     """Masked positions a row can still have in the block before each step: the plan's target, unless
-    commits can fall short of it (threshold / factor: at least one per step) or masks come back (remasking)."""
-    if config.remask is not None or config.resamples or config.edits:
+    commits can fall short of it (threshold / factor: at least one per step), masks come back (remasking,
+    redrawing, editing) or the model decides the reveals (SEDD)."""
+    if config.remask is not None or config.resamples or config.edits or config.sedd:
         return [n] * len(targets)
     if config.adaptive_counts:
         return [max(n - i, 0) for i in range(len(targets))]

@@ -85,9 +85,9 @@ def sample(diffusion, num_steps: Optional[int] = None, eps: float = 1e-5) -> tor
     denoise = ("sample" if predictor == "analytic" else "argmax") if removal else "none"
     settings = dict(unmask="ancestral", schedule=NoiseGrid(diffusion.noise, eps), time_conditioning="sigma",
                     noise=diffusion.noise, steps=steps, denoise=denoise, temperature=1.0)
-    device = getattr(diffusion, "device", None) or next(diffusion.parameters()).device
     sampler = cached_sampler(diffusion, "mdlm", lambda: WeakModelRunner(diffusion), mask_id, settings)
-    return sampler.infill(torch.full((batch, length), mask_id, dtype=torch.int64, device=device)).sequences
+    canvas = torch.full((batch, length), mask_id, dtype=torch.int64, device=sampler.runner.device)
+    return sampler.infill(canvas).sequences
 
 
 __all__ = ["sample", "PREDICTORS"]
