@@ -1,40 +1,47 @@
-"""What speed costs in quality: the demo diffusion model against a same-size GPT-2 on held-out code.
+"""What speed costs in quality: the English demo diffusion model against a same-size GPT-2.
 
-Run (CPU: about 40 minutes on 2 cores)::
+Run (CPU: about 15 minutes on 2 cores)::
 
-    python benchmarks/quality.py --ar-model /tmp/fastdiff-train/models/ar_gpt2
+    training/reproduce.sh english-ar     # the GPT-2 reference and the data directory
+    python benchmarks/quality.py --ar-model /tmp/fastdiff-train/models/english_ar \
+        --data /tmp/fastdiff-train/english/data \
+        --dictionary /tmp/fastdiff-train/english/docs/wamerican/usr/share/dict/american-english
 
-``training/reproduce.sh ar`` trains the AR reference model (same data, tokenizer, size and schedule
-as the demo model, next-token loss). Everything is measured in one run, on this machine:
+The AR reference has the demo model's size (6 layers, hidden 384), data and tokenizer, and a
+next-token loss. Everything is measured in one run, on this machine:
 
-* **Generative perplexity.** Prompts are 64-token windows (from a line start) of the held-out
-  standard-library files; each model writes 96 tokens after them at temperature 1 (no truncation,
-  special tokens suppressed). The AR model scores the 96 tokens given the prompt: ``exp`` of the
-  mean negative log-likelihood over all generated tokens. Diffusion runs at 1, 2, 4, 8 and 24
-  tokens per step (96, 48, 24, 12, 4 steps) for each unmask rule (``confidence``, ``margin``,
-  ``entropy``, ``random``, ``ancestral``, and ``threshold``: confidence >= 0.9 within the same step
-  budget, so it may take fewer steps). The reference rows are the AR model's own samples and the
-  real held-out continuations. Low perplexity alone can mean repetitive text, so the mean unigram
-  entropy of the samples (nats) is reported beside it.
+* **Generative perplexity.** Prompts are 32-token windows (from a paragraph start) of the held-out
+  documentation pages; each model writes 64 tokens after them at temperature 1 (no truncation,
+  special tokens suppressed). The AR model scores the 64 tokens given the prompt: ``exp`` of the
+  mean negative log-likelihood. Diffusion runs at 1, 4 and 16 tokens per step (64, 16 and 4 steps)
+  for each unmask rule (``confidence``, ``margin``, ``entropy``, ``random``, ``ancestral``, and
+  ``threshold``: confidence >= 0.9 within the same step budget). The reference rows are the AR
+  model's own samples and the real held-out continuations; the mean unigram entropy of the samples
+  (nats) guards against repetition.
+* **Words.** At 4 tokens per step and temperature 0.8 (``confidence``), the AR model's samples at
+  0.8 and the held-out text: the share of words in an English word list (``--dictionary``, Debian's
+  ``wamerican``), the rates of the commonest function words per 100 words, and code punctuation
+  characters (``{}[]<>=_/\\|$#@`~^*;``) per 1,000 characters.
 * **Wall-clock** of each generation call for the whole batch, the fastest of ``--repeats`` runs
-  (2 threads, eager PyTorch, fastdiff's masked-row LM head; the AR model decodes with its KV cache).
-* **Infill accuracy.** In held-out functions, one body line (or a span of three body lines) is
-  masked, its token count given (oracle length), and the demo model fills it greedily; exact match
-  (every token right) and token accuracy. The AR model, which cannot see the right context, is
-  shown completing the same hole greedily from the left context only.
+  (eager PyTorch, fastdiff's masked-row LM head; the AR model decodes with its KV cache).
+* **Infill accuracy.** In held-out paragraphs, one word (or a span of three words) is masked, its
+  token count given (oracle length), and the demo model fills it greedily: exact match of the
+  hidden words and token accuracy. The AR model, which cannot see the right context, is shown
+  completing the same hole greedily from the left context only.
 
 Writes ``benchmarks/results/quality.json``, ``quality.md`` and ``quality_frontier.png``.
 """
 from __future__ import annotations
 
 import argparse
-import ast
 import hashlib
 import json
 import math
+import re
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,86 +49,95 @@ import torch.nn.functional as F
 from fastdiff import Sampler
 from fastdiff.bench import cpu_name
 from fastdiff.pretrained import load_pretrained
-from fastdiff.training import corpus
-from fastdiff.training.data import window_starts, windows
+from fastdiff.training.corpus import TokenStream
+from fastdiff.training.data import PreparedData, window_starts, windows
 
 RULES = ("confidence", "margin", "entropy", "random", "ancestral", "threshold")
-TOKENS_PER_STEP = (1, 2, 4, 8, 24)
+TOKENS_PER_STEP = (1, 4, 16)
 INFILL_TOKENS_PER_STEP = (1, 4)
 THRESHOLD = 0.9
+# the words' measure: tokens per step, temperature and rule of the diffusion samples
+WORDS_TOKENS_PER_STEP, WORDS_TEMPERATURE, WORDS_RULE = 4, 0.8, "confidence"
+FUNCTION_WORDS = ("the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "as", "with", "be", "on",
+                  "by", "this", "are", "or", "not", "can")
+CODE_PUNCTUATION = frozenset("{}[]<>=_/\\|$#@`~^*;")
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 # ------------------------------------------------------------------------------------------------
 # held-out data
 # ------------------------------------------------------------------------------------------------
-def heldout_sources() -> List[Tuple[str, str]]:
-    """The held-out standard-library files of the demo model's split, as ``(path, text)``."""
-    _, heldout = corpus.split_files(corpus.source_files())
-    return corpus.read_sources(corpus.stdlib_root(), heldout)
-
-
-def generation_prompts(tokenizer, texts, prompt_length: int, gen_length: int, count: int):
-    """``count`` windows of ``<s>`` + prompt + true continuation from the held-out stream, starting
-    at line starts, inside one file, spread evenly over the stream."""
-    stream = corpus.tokenize_texts(tokenizer, [text for _, text in texts])
+def generation_prompts(stream: TokenStream, bos_token_id: int, eos_token_id: int, prompt_length: int,
+                       gen_length: int, count: int):
+    """``count`` windows of ``bos`` + prompt + true continuation from the held-out stream, each starting
+    at a paragraph start with no EOS inside its prompt, spread evenly over the stream."""
     starts = window_starts(stream, prompt_length + gen_length + 1)
-    rows = windows(stream, starts, tokenizer.bos_token_id, prompt_length + gen_length + 1)
-    rows = rows[~(rows[:, 1:] == tokenizer.eos_token_id).any(dim=1)]
+    rows = windows(stream, starts, bos_token_id, prompt_length + gen_length + 1)
+    rows = rows[~(rows[:, 1:prompt_length + 1] == eos_token_id).any(dim=1)]
+    if len(rows) == 0:
+        raise ValueError("the held-out stream has no window that long")
     picked = torch.linspace(0, len(rows) - 1, count).round().long()
     rows = rows[picked]
     return rows[:, :prompt_length + 1], rows[:, prompt_length + 1:]
 
 
-def infill_tasks(tokenizer, texts, count: int, span_lines: int, max_length: int) -> List[dict]:
-    """Held-out functions with ``span_lines`` consecutive body lines to fill.
+def paragraphs(stream: TokenStream, eos_token_id: int) -> List[List[int]]:
+    """The stream cut at its EOS tokens: one token list per paragraph."""
+    ends = (stream.ids == eos_token_id).nonzero().flatten().tolist()
+    cuts = [0] + [end + 1 for end in ends]
+    return [stream.ids[a:b - 1].tolist() for a, b in zip(cuts, cuts[1:]) if b - 1 > a]
 
-    Each task: ``canvas`` (``<s>`` + the function's tokens, at most ``max_length``), ``hole`` (the
-    token positions of the lines, their indentation included and the final newline excluded) and
-    ``answer`` (the original tokens). The line is chosen by a hash of file, function and line count,
-    among body lines that are not blank, comments or docstring lines.
+
+def infill_tasks(tokenizer, paragraph_ids: Sequence[List[int]], count: int, span_words: int,
+                 max_length: int) -> List[dict]:
+    """Held-out paragraphs with ``span_words`` consecutive words to fill.
+
+    Each task: ``canvas`` (``bos`` + the paragraph's tokens, at most ``max_length``), ``hole`` (the
+    token positions of the words, ``##`` continuations included) and ``answer`` (the original
+    tokens). The words are chosen by a hash of the paragraph's tokens among those made of letters.
     """
     tasks = []
-    for name, text in texts:
-        try:
-            tree = ast.parse(text)
-        except SyntaxError:
+    for ids in paragraph_ids:
+        ids = list(ids[:max_length - 1])
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        # word starts: a token that does not continue the one before
+        starts = [i for i, token in enumerate(tokens) if not token.startswith("##")] + [len(tokens)]
+        spans = []
+        for w in range(len(starts) - 1 - span_words):  # the paragraph's last word (often cut) is never hidden
+            first, end = starts[w], starts[w + span_words]
+            if all(tokens[i].lstrip("#").isalpha() for i in range(first, end)):
+                spans.append((first, end))
+        if not spans:
             continue
-        lines = text.split("\n")
-        for node in ast.walk(tree):
-            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.body:
-                continue
-            body = node.body[1:] if _is_docstring(node.body[0]) else node.body
-            candidates = [i for stmt in body for i in range(stmt.lineno - 1, stmt.end_lineno)
-                          if lines[i].strip() and not lines[i].strip().startswith("#")]
-            candidates = [i for i in candidates if all(j in candidates for j in range(i, i + span_lines))]
-            if not candidates:
-                continue
-            key = f"{name}:{node.name}:{node.lineno}:{span_lines}".encode()
-            first = candidates[int(hashlib.sha256(key).hexdigest(), 16) % len(candidates)]
-            start_line = node.lineno - 1 - len(node.decorator_list)
-            before = "\n".join(lines[start_line:first]) + "\n"
-            hole = "\n".join(lines[first:first + span_lines])
-            after = "\n" + "\n".join(lines[first + span_lines:node.end_lineno]) + "\n"
-            ids_before = tokenizer(before, add_special_tokens=False)["input_ids"]
-            ids_hole = tokenizer(hole, add_special_tokens=False)["input_ids"]
-            ids_after = tokenizer(after, add_special_tokens=False)["input_ids"]
-            if not ids_hole or len(ids_hole) > max_length // 2:
-                continue
-            room = max_length - 1 - len(ids_hole)
-            n_before = min(len(ids_before), max(room // 2, room - len(ids_after)))
-            keep_before = ids_before[len(ids_before) - n_before:]
-            keep_after = ids_after[:room - len(keep_before)]
-            canvas = [tokenizer.bos_token_id] + keep_before + ids_hole + keep_after
-            position = 1 + len(keep_before)
-            tasks.append({"file": name, "function": node.name, "line": first + 1,
-                          "canvas": canvas, "hole": (position, position + len(ids_hole)), "answer": ids_hole})
+        key = hashlib.sha256(f"{ids}:{span_words}".encode()).hexdigest()
+        first, end = spans[int(key, 16) % len(spans)]
+        tasks.append({"canvas": [tokenizer.bos_token_id] + ids, "hole": (first + 1, end + 1), "answer": ids[first:end]})
     picked = torch.linspace(0, len(tasks) - 1, min(count, len(tasks))).round().long().tolist()
     return [tasks[i] for i in picked]
 
 
-def _is_docstring(stmt) -> bool:
-    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+def word_statistics(texts: Sequence[str], dictionary: Optional[frozenset]) -> dict:
+    """The English of ``texts``: the share of words in ``dictionary`` (``None``: not measured), each
+    of :data:`FUNCTION_WORDS` per 100 words, and :data:`CODE_PUNCTUATION` characters per 1,000."""
+    words = [word for text in texts for word in _WORD.findall(text.lower())]
+    characters = sum(len(text) for text in texts)
+    counts = Counter(words)
+    total = max(len(words), 1)
+    return {
+        "words": len(words),
+        "dictionary_share": None if dictionary is None else round(sum(w in dictionary for w in words) / total, 4),
+        "function_words_per_100": {w: round(100 * counts[w] / total, 2) for w in FUNCTION_WORDS},
+        "code_punctuation_per_1000": round(1000 * sum(c in CODE_PUNCTUATION for t in texts for c in t)
+                                           / max(characters, 1), 3),
+    }
+
+
+def load_dictionary(path: Optional[str]) -> Optional[frozenset]:
+    """The lower-cased words of a word list (one per line), or ``None`` without one."""
+    if path is None:
+        return None
+    return frozenset(line.strip().lower() for line in Path(path).read_text(errors="replace").splitlines() if line.strip())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -283,6 +299,27 @@ def infill_benchmark(model, tokenizer, ar_model, tasks: List[dict], kind: str, s
     return rows
 
 
+def words_benchmark(model, tokenizer, ar_model, prompts, continuations, dictionary, seed: int) -> List[dict]:
+    """:func:`word_statistics` of the held-out continuations, the AR model's samples and the demo
+    model's (:data:`WORDS_RULE` at :data:`WORDS_TOKENS_PER_STEP` tokens per step), both at
+    :data:`WORDS_TEMPERATURE`, with three samples of each."""
+    G = continuations.shape[1]
+    suppress = suppressed_tokens(tokenizer)
+    sampler = Sampler(model, mask_token_id=tokenizer.mask_token_id, backend="torch", cuda_graphs=False,
+                      temperature=WORDS_TEMPERATURE, suppress_token_ids=suppress, seed=seed)
+    diffusion = sampler.generate(prompts, gen_length=G, steps=math.ceil(G / WORDS_TOKENS_PER_STEP),
+                                 unmask=WORDS_RULE).sequences[:, prompts.shape[1]:]
+    sources = {"held-out text": continuations,
+               "AR (GPT-2)": ar_generate(ar_model, prompts, G, WORDS_TEMPERATURE, suppress, seed),
+               "fastdiff demo": diffusion}
+    rows = []
+    for name, tokens in sources.items():
+        texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
+        rows.append({"source": name, **word_statistics(texts, dictionary), "samples": texts[:3]})
+        print(_format({k: v for k, v in rows[-1].items() if k != "samples"}), flush=True)
+    return rows
+
+
 def _left_pad(sequences: List[List[int]], pad_id: int):
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.int64)
@@ -301,9 +338,9 @@ def _format(row: dict) -> str:
 # report
 # ------------------------------------------------------------------------------------------------
 def write_markdown(result: dict, path: Path) -> None:
-    generation, infill = result["generation"], result["infill"]
+    generation, infill, words = result["generation"], result["infill"], result["words"]
     meta = result["setup"]
-    lines = ["# Quality benchmark: demo diffusion model vs same-size GPT-2 (CPU)", "",
+    lines = ["# Quality benchmark: English demo diffusion model vs same-size GPT-2 (CPU)", "",
              f"Measured by `benchmarks/quality.py` on {meta['machine']}, {meta['threads']} threads, "
              f"torch {meta['torch']}, in one run. {meta['prompts']} held-out prompts of {meta['prompt_length']} "
              f"tokens, {meta['gen_length']} generated tokens each, temperature 1. Wall-clock is for the whole batch "
@@ -317,13 +354,24 @@ def write_markdown(result: dict, path: Path) -> None:
         ms = "-" if row["seconds"] == 0 else f"{row['ms_per_sample']:.0f}"
         label = row["model"] if row["rule"] in ("-", "left-to-right") else f"{row['model']}: {row['rule']}"
         lines.append(f"| {label} | {tps} | {steps} | {row['gen_ppl']:.1f} | {row['entropy']:.2f} | {ms} |")
-    for kind in ("line", "span"):
+    lines += ["", f"## Words ({WORDS_RULE} at {WORDS_TOKENS_PER_STEP} tokens per step and the AR model, both at "
+              f"temperature {WORDS_TEMPERATURE})", "",
+              "| text | words | in the word list | " + " | ".join(f"'{w}'" for w in FUNCTION_WORDS[:8])
+              + " (per 100 words) | code punctuation per 1,000 characters |",
+              "|---|---|---|" + "---|" * 8 + "---|"]
+    for row in words:
+        share = "-" if row["dictionary_share"] is None else f"{100 * row['dictionary_share']:.1f} %"
+        rates = " | ".join(f"{row['function_words_per_100'][w]:.1f}" for w in FUNCTION_WORDS[:8])
+        lines.append(f"| {row['source']} | {row['words']} | {share} | {rates} | {row['code_punctuation_per_1000']:g} |")
+    for row in words:
+        lines += ["", f"{row['source']}, first samples:", ""] + [f"> {text}" for text in row["samples"]]
+    for kind in ("word", "span"):
         rows = [r for r in infill if r["kind"] == kind]
         if not rows:
             continue
-        title = "one body line" if kind == "line" else f"{meta['span_lines']} consecutive body lines"
-        lines += ["", f"## Infill: {title} of held-out functions ({rows[0]['tasks']} tasks, greedy, oracle length)", "",
-                  "| model / rule | target tokens per step | mean steps | exact match | token accuracy | seconds |",
+        title = "one word" if kind == "word" else f"{meta['span_words']} consecutive words"
+        lines += ["", f"## Infill: {title} of held-out paragraphs ({rows[0]['tasks']} tasks, greedy, oracle length)",
+                  "", "| model / rule | target tokens per step | mean steps | exact match | token accuracy | seconds |",
                   "|---|---|---|---|---|---|"]
         for row in rows:
             lines.append(f"| {row['model']}: {row['rule']} | {row['target_tokens_per_step']} | {row['mean_nfe']:g} | "
@@ -354,7 +402,7 @@ def plot_frontier(result: dict, path: Path) -> None:
     axis.set_yscale("log")
     axis.set_xlabel("wall-clock per sample (ms, CPU, batch of %d)" % result["setup"]["prompts"])
     axis.set_ylabel("generative perplexity under the AR model")
-    axis.set_title("Demo diffusion model: quality vs speed (labels: tokens per step)")
+    axis.set_title("English demo diffusion model: quality vs speed (labels: tokens per step)")
     axis.legend(fontsize=8)
     axis.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
@@ -364,15 +412,17 @@ def plot_frontier(result: dict, path: Path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ar-model", required=True, help="directory of the AR reference model (GPT-2)")
+    parser.add_argument("--data", required=True, help="the data directory the models were trained on (`prepare`)")
     parser.add_argument("--model", default=None, help="diffusion model directory (default: the bundled demo)")
-    parser.add_argument("--prompts", type=int, default=32)
-    parser.add_argument("--prompt-length", type=int, default=64)
-    parser.add_argument("--gen-length", type=int, default=96)
+    parser.add_argument("--dictionary", default=None, help="an English word list, one word per line")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--prompt-length", type=int, default=32)
+    parser.add_argument("--gen-length", type=int, default=64)
     parser.add_argument("--infill-tasks", type=int, default=128)
-    parser.add_argument("--infill-context", type=int, default=128, help="canvas tokens around a hole, at most")
-    parser.add_argument("--span-lines", type=int, default=3)
+    parser.add_argument("--infill-context", type=int, default=96, help="canvas tokens, at most")
+    parser.add_argument("--span-words", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per generation setting (fastest kept)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per generation setting (fastest kept)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--no-plot", action="store_true", help="skip the frontier plot (needs matplotlib)")
@@ -383,19 +433,26 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     model, tokenizer = load_pretrained(args.model, device="cpu")
     ar_model = AutoModelForCausalLM.from_pretrained(args.ar_model, local_files_only=True, dtype=torch.float32).eval()
-    texts = heldout_sources()
-    prompts, continuations = generation_prompts(tokenizer, texts, args.prompt_length, args.gen_length, args.prompts)
+    data = PreparedData.load(args.data)
+    if data.tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise SystemExit("quality.py: error: --data was tokenised with another vocabulary than the model's")
+    heldout = data.heldout
+    prompts, continuations = generation_prompts(heldout, tokenizer.bos_token_id, tokenizer.eos_token_id,
+                                                args.prompt_length, args.gen_length, args.prompts)
     result = {"setup": {"machine": cpu_name(),
                         "torch": torch.__version__, "threads": args.threads, "prompts": args.prompts,
                         "prompt_length": args.prompt_length, "gen_length": args.gen_length,
-                        "span_lines": args.span_lines, "timing_repeats": args.repeats, "infill_context": args.infill_context,
-                        "threshold": THRESHOLD, "seed": args.seed,
-                        "heldout_files": len(texts)}}
+                        "span_words": args.span_words, "timing_repeats": args.repeats,
+                        "infill_context": args.infill_context, "threshold": THRESHOLD, "seed": args.seed,
+                        "heldout_tokens": len(heldout.ids), "dictionary": args.dictionary}}
     result["generation"] = generation_benchmark(model, tokenizer, ar_model, prompts, continuations, args.seed,
                                                 args.repeats)
+    result["words"] = words_benchmark(model, tokenizer, ar_model, prompts, continuations,
+                                      load_dictionary(args.dictionary), args.seed)
     result["infill"] = []
-    for kind, span, count in (("line", 1, args.infill_tasks), ("span", args.span_lines, args.infill_tasks // 2)):
-        tasks = infill_tasks(tokenizer, texts, count, span, args.infill_context)
+    held_paragraphs = paragraphs(heldout, tokenizer.eos_token_id)
+    for kind, span, count in (("word", 1, args.infill_tasks), ("span", args.span_words, args.infill_tasks // 2)):
+        tasks = infill_tasks(tokenizer, held_paragraphs, count, span, args.infill_context)
         result["infill"] += infill_benchmark(model, tokenizer, ar_model, tasks, kind, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
 """Loading a masked diffusion LM and its tokenizer from a local directory, offline; by default the
 demo model shipped inside the package (``fastdiff/demo_model``).
 
-The demo model is a 4-layer BERT-style masked LM (ModernBERT architecture) trained from scratch with
-:mod:`fastdiff.training` on the Python standard library (see ``demo_model/training.json`` and
-``training/`` in the repository). It writes Python-looking code; it is small and trained briefly, so
-expect plausible syntax more than working programs.
+The demo model is all-MiniLM-L6-v2 (a 6-layer uncased BERT, Apache-2.0) fine-tuned into a
+text-diffusion model with :mod:`fastdiff.training` on the English prose of Debian's documentation
+packages, its vocabulary pruned to 12,000 tokens (see ``demo_model/training.json`` and ``training/``
+in the repository). It writes English in the register of technical documentation; it is small and
+trained for an hour on a CPU, so expect fluent-looking sentences more than sense.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def load_pretrained(path: Optional[Union[str, Path]] = None, device: Optional[Un
         >>> from fastdiff.pretrained import load_pretrained
         >>> model, tokenizer = load_pretrained(device="cpu")
         >>> sampler = Sampler(model, mask_token_id=tokenizer.mask_token_id, steps=16, seed=0)
-        >>> prompt = tokenizer("def add(a, b):\\n", return_tensors="pt").input_ids
+        >>> prompt = tokenizer("The package manager", return_tensors="pt").input_ids
         >>> out = sampler.generate(prompt, gen_length=32)
         >>> text = tokenizer.decode(out.sequences[0], skip_special_tokens=True)
     """

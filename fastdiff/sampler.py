@@ -123,8 +123,8 @@ class Sampler:
     def from_pretrained(cls, path=None, *, device=None, dtype=None, config: Optional[SamplerConfig] = None,
                         **kwargs) -> "Sampler":
         """A sampler for a masked LM in a local Hugging Face directory, loaded offline; with no
-        ``path``, the demo model bundled with fastdiff (a 4.1M-parameter masked LM trained on Python's
-        standard library, see ``fastdiff/demo_model/training.json``).
+        ``path``, the demo model bundled with fastdiff (all-MiniLM-L6-v2 fine-tuned into an English
+        text-diffusion model, see ``fastdiff/demo_model/training.json``).
 
         Args:
             path: a directory with ``config.json``, the weights and the tokenizer files; ``None``: the

@@ -356,13 +356,13 @@ def test_demo_is_the_default_and_runs_the_bundled_model(capsys):
     lines = out.splitlines()
     assert lines[0].startswith("fastdiff demo: the bundled demo model")
     assert re.fullmatch(r"generate: 1 x 8 tokens in 4 steps: [\d.]+ ms \(\d+ tokens/s\)", lines[1])
-    assert "\n".join(lines[2:]).startswith(cli.DEMO_PROMPT)
+    assert "\n".join(lines[2:]).startswith(cli.DEMO_PROMPT.lower())  # an uncased model
     infill_line = next(i for i, line in enumerate(lines) if line.startswith("infill:"))
     assert re.fullmatch(r"infill: 2 tokens in 2 steps: [\d.]+ ms \(greedy\)", lines[infill_line])
     filled = "\n".join(lines[infill_line + 1:])
     before, middle, after = re.split(r"\[MASK\]", cli.DEMO_TEMPLATE)
-    assert filled.startswith(before.rstrip(" ")) and "<mask>" not in filled
-    assert after.strip() in filled and middle.strip() in filled
+    assert filled.startswith(before.rstrip(" ").lower()) and "[MASK]" not in filled.upper()
+    assert after.strip().lower() in filled and middle.strip().lower() in filled
     code, again, _ = _run(capsys, ["--steps", 4, "--gen-length", 8, "--seed", 3])
     assert again.splitlines()[2:infill_line] == lines[2:infill_line]  # same seed, same code
 
@@ -373,14 +373,15 @@ def test_demo_rejects_bad_sizes(capsys):
 
 
 def test_generate_without_model_uses_the_bundled_demo_model(capsys):
-    code, out, err = _run(capsys, ["generate", "def add(a, b):\n    return [MASK*3]\n", "--json", "-q",
+    code, out, err = _run(capsys, ["generate", "The kernel reads the [MASK*3] file at boot.", "--json", "-q",
                                    "--temperature", "0"])
     assert code == 0, err
     result = json.loads(out)
     assert result["model"] == "demo model" and result["mode"] == "infill"
     sample, = result["samples"]
-    assert sample["text"].startswith("def add(a, b):\n    return") and len(sample["fills"]) == 1
-    assert 4 not in sample["token_ids"]  # the demo tokenizer's <mask>
+    assert sample["text"].startswith("the kernel reads the") and len(sample["fills"]) == 1
+    assert sample["text"].endswith("file at boot.")
+    assert 4 not in sample["token_ids"]  # the demo tokenizer's [MASK]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -218,7 +218,7 @@ def test_bad_arguments_raise_naming_them(fresh_seed):
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def demo_tokenizer():
-    """The bundled demo model's tokenizer: RoBERTa-style (<s> 0, <pad> 1, </s> 2, <mask> 4)."""
+    """The bundled demo model's tokenizer (BERT's WordPiece: [PAD] 0, [CLS] 2, [SEP] 3, [MASK] 4)."""
     from transformers import AutoTokenizer
     from fastdiff.pretrained import DEMO_MODEL_DIR
 

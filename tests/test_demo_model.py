@@ -1,5 +1,6 @@
-"""The demo model shipped in fastdiff/demo_model: a small standard Hugging Face directory that loads
-offline, has learned something, and generates / infills with the sampler reproducibly."""
+"""The demo model shipped in fastdiff/demo_model: a standard Hugging Face directory (all-MiniLM-L6-v2
+fine-tuned into an English text-diffusion model) that loads offline, has learned English, and
+generates / infills with the sampler reproducibly."""
 import json
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def test_demo_directory_is_one_small_fp16_safetensors_file():
     assert DEMO_MODEL_DIR == Path(fastdiff.__file__).resolve().parent / "demo_model"
     weights = list(DEMO_MODEL_DIR.glob("*.safetensors"))
     assert [w.name for w in weights] == ["model.safetensors"]
-    assert weights[0].stat().st_size <= 16 * MIB
+    assert weights[0].stat().st_size <= 31 * MIB
     with safe_open(str(weights[0]), framework="pt") as f:
         dtypes = {f.get_slice(name).get_dtype() for name in f.keys()}
     assert dtypes == {"F16"}
@@ -38,10 +39,11 @@ def test_demo_loads_offline_with_the_auto_classes(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = AutoModelForMaskedLM.from_pretrained(DEMO_MODEL_DIR, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(DEMO_MODEL_DIR, local_files_only=True)
-    assert sum(p.numel() for p in model.parameters()) <= 8_000_000
+    assert type(model).__name__ == "BertForMaskedLM"
+    assert sum(p.numel() for p in model.parameters()) <= 16_000_000
     assert tokenizer.mask_token_id is not None and tokenizer.mask_token_id < model.config.vocab_size
     assert len(tokenizer) == model.config.vocab_size
-    assert fastdiff.model.ModelRunner(model).max_length >= 256
+    assert fastdiff.model.ModelRunner(model).max_length >= 128
 
 
 def test_load_pretrained_gives_an_eval_fp32_model_on_cpu(demo):
@@ -49,7 +51,9 @@ def test_load_pretrained_gives_an_eval_fp32_model_on_cpu(demo):
     assert not model.training
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert {p.device.type for p in model.parameters()} == {"cpu"}
-    assert tokenizer.decode(tokenizer("x = 1\n")["input_ids"], skip_special_tokens=True) == "x = 1\n"
+    ids = tokenizer("The files are read in order.")["input_ids"]
+    assert ids[0] == tokenizer.cls_token_id and tokenizer.sep_token_id not in ids  # ready to be continued
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "the files are read in order."
 
 
 def test_load_pretrained_rejects_bad_arguments(tmp_path):
@@ -59,76 +63,57 @@ def test_load_pretrained_rejects_bad_arguments(tmp_path):
         load_pretrained(dtype="float16")
 
 
-UNSEEN_CODE = '''\
-import os
-import sys
+# English written for this test (not from the training corpus)
+UNSEEN_TEXT = (
+    "When the system starts, it reads the configuration file and checks that every service it needs is "
+    "available. If a service is missing, the administrator is told which package provides it and how to "
+    "install it. Most users never need to change these settings, because the default values work well on "
+    "a typical machine. However, a server that handles many requests may need more memory for its cache, "
+    "and the documentation explains how to measure the load before changing anything. It is a good idea to "
+    "keep a copy of the original file, so that the old settings can be restored if something goes wrong. "
+    "After each change, the service should be restarted and its log should be checked for errors.")
 
 
-class Inventory:
-    """A collection of named items with counts."""
-
-    def __init__(self, items=None):
-        self._counts = {}
-        if items is not None:
-            for name in items:
-                self.add(name)
-
-    def add(self, name, count=1):
-        if count < 0:
-            raise ValueError("count must not be negative")
-        self._counts[name] = self._counts.get(name, 0) + count
-        return self._counts[name]
-
-    def remove(self, name):
-        try:
-            del self._counts[name]
-        except KeyError:
-            return False
-        return True
-
-    def __len__(self):
-        return len(self._counts)
-
-    def __contains__(self, name):
-        return name in self._counts
-
-    def __repr__(self):
-        return "%s(%r)" % (self.__class__.__name__, self._counts)
-
-
-def read_names(path):
-    names = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            names.append(line)
-    return names
-'''
-
-
-def test_demo_model_predicts_unseen_code_far_better_than_token_frequencies(demo):
-    """Masked-token cross-entropy on ordinary Python it never saw (written for this test) at a 15 %
-    mask ratio, against the unigram entropy of its training corpus (6.35 nats). The shipped model
-    scores about 1.8 here."""
+def test_demo_model_predicts_unseen_english_far_better_than_token_frequencies(demo):
+    """Masked-token cross-entropy on English it never saw at a 15 % mask ratio, against the unigram
+    entropy of its training tokens (6.54 nats, see training/README.md). The shipped model scores
+    about 3.8 here."""
     from fastdiff.training.collator import DiffusionCollator
     from fastdiff.training.losses import diffusion_loss
 
     model, tokenizer = demo
-    ids = torch.tensor(tokenizer(UNSEEN_CODE)["input_ids"][:256])[None]
-    assert ids.shape[1] == 256
+    ids = torch.tensor(tokenizer(UNSEEN_TEXT, truncation=True, max_length=128)["input_ids"])[None]
+    assert ids.shape[1] == 128
     collator = DiffusionCollator.from_tokenizer(tokenizer, ratio_schedule=(0.15,))
     losses = []
     for seed in range(4):
         batch = collator(ids, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             losses.append(float(diffusion_loss(model, batch["input_ids"], batch["labels"])))
-    assert sum(losses) / len(losses) < 3.0, losses
+    assert sum(losses) / len(losses) < 4.5, losses
+
+
+def test_demo_model_writes_english_words(demo):
+    """At 4 tokens per step and temperature 0.8 (the quality benchmark's words setting), what the model
+    writes after an English prompt is words: no code punctuation, and most words are whole words of
+    its vocabulary (not pieces glued together)."""
+    model, tokenizer = demo
+    prompt = tokenizer(["The package manager", "Before you install a new kernel,"], padding=True,
+                       return_tensors="pt")
+    out = Sampler(model, tokenizer.mask_token_id, steps=12, temperature=0.8, seed=0,
+                  suppress_token_ids=[i for i in tokenizer.all_special_ids if i != tokenizer.mask_token_id]
+                  ).generate(prompt["input_ids"], attention_mask=prompt["attention_mask"], gen_length=48)
+    vocabulary = tokenizer.get_vocab()
+    for row in out.sequences[:, prompt["input_ids"].shape[1]:]:
+        text = tokenizer.decode(row, skip_special_tokens=True)
+        assert not set(text) & set("{}[]<>=_/\\|$#@`~^*;"), text
+        words = [w for w in text.replace("'", " ").split() if w.isalpha()]
+        assert len(words) >= 20, text
+        assert sum(w in vocabulary for w in words) / len(words) >= 0.8, text
 
 
 def _prompt(tokenizer):
-    return tokenizer("def read_config(path):\n", return_tensors="pt")["input_ids"]
+    return tokenizer("The configuration file", return_tensors="pt")["input_ids"]
 
 
 def test_generation_fills_every_mask_and_keeps_the_prompt(demo, fresh_seed):
@@ -155,7 +140,7 @@ def test_generation_from_a_fixed_seed_is_stable(demo, fresh_seed):
 
 def test_infill_fills_the_holes_and_keeps_the_rest(demo, fresh_seed):
     model, tokenizer = demo
-    canvas = tokenizer("def area(width, height):\n    return <mask><mask><mask><mask>\n", return_tensors="pt")["input_ids"]
+    canvas = tokenizer("the file is [MASK] [MASK] [MASK] [MASK] when the system starts.", return_tensors="pt")["input_ids"]
     holes = canvas == tokenizer.mask_token_id
     assert int(holes.sum()) == 4
     out = Sampler(model, tokenizer.mask_token_id, seed=fresh_seed, temperature=1.0).infill(canvas)
@@ -180,7 +165,7 @@ def test_sampler_from_pretrained_defaults_to_the_demo_model(fresh_seed):
     prompt = _prompt(tokenizer)
     out = sampler.generate(prompt, gen_length=12)
     assert out.nfe == 6 and not (out.sequences == tokenizer.mask_token_id).any()
-    assert tokenizer.decode(out.sequences[0], skip_special_tokens=True).startswith("def read_config(path):\n")
+    assert tokenizer.decode(out.sequences[0], skip_special_tokens=True).startswith("the configuration file")
 
 
 def test_sampler_from_pretrained_passes_sampler_arguments_and_rejects_bad_paths(tmp_path):
@@ -202,4 +187,4 @@ def test_greedy_infill_of_the_demo_template_is_the_known_answer():
     template = cli.encode_input(cli.DEMO_TEMPLATE, tokenizer, tokenizer.mask_token_id)
     out = sampler.infill(torch.tensor([template.ids]), temperature=0.0)
     fills = [tokenizer.decode(out.sequences[0, start:end]) for start, end in template.holes]
-    assert fills == [" 0", " False"]
+    assert fills == ["copy", "kernel"]

@@ -12,7 +12,7 @@ MODULES = [
     "fastdiff.text", "fastdiff.streaming", "fastdiff.noise", "fastdiff.compat.sedd", "fastdiff.compat.mdlm",
     "fastdiff.distributed",
     "fastdiff", "fastdiff.bench.command", "fastdiff.bench.peers", "fastdiff.training.collator",
-    "fastdiff.training.corpus",
+    "fastdiff.training.corpus", "fastdiff.training.prose",
 ]
 # modules whose public API documents itself with examples
 EXAMPLES_EXPECTED = {"fastdiff.sampler", "fastdiff.ops", "fastdiff.compat.llada", "fastdiff.compat.dream"}

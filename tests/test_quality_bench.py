@@ -2,6 +2,7 @@
 and scoring, and one end-to-end run on a minuscule configuration with a random-init GPT-2 in place of
 the trained one."""
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -16,31 +17,17 @@ import quality  # noqa: E402
 
 from fastdiff.pretrained import load_pretrained  # noqa: E402
 
-SOURCE = '''\
-import os
+PARAGRAPHS = [
+    "The system reads its configuration when it starts. Every service is checked before it runs.",
+    "A package can depend on other packages. The manager installs them in the right order.",
+    "Backups should be tested regularly, because a copy that cannot be restored is worth nothing.",
+]
 
 
-def first(items, default=None):
-    """The first item, or default."""
-    for item in items:
-        return item
-    return default
+def _stream(tokenizer, paragraphs=PARAGRAPHS):
+    from fastdiff.training.corpus import tokenize_texts
 
-
-class Box:
-    def __init__(self, width, height):
-        self.width = width
-        self.height = height
-
-    def area(self):
-        # the surface
-        return self.width * self.height
-
-    def grow(self, by):
-        self.width += by
-        self.height += by
-        return self
-'''
+    return tokenize_texts(tokenizer, paragraphs)
 
 
 @pytest.fixture(scope="module")
@@ -58,32 +45,49 @@ def tiny_gpt2(tokenizer):
     return GPT2LMHeadModel(config).eval()
 
 
-@pytest.mark.parametrize("span_lines", [1, 2])
-def test_infill_tasks_hide_real_body_lines(tokenizer, span_lines):
-    tasks = quality.infill_tasks(tokenizer, [("box.py", SOURCE)], count=10, span_lines=span_lines, max_length=64)
-    assert tasks and tasks == quality.infill_tasks(tokenizer, [("box.py", SOURCE)], 10, span_lines, 64)
-    lines = SOURCE.split("\n")
-    for task in tasks:
+@pytest.mark.parametrize("span_words", [1, 3])
+def test_infill_tasks_hide_whole_words_of_held_out_paragraphs(tokenizer, span_words):
+    held = quality.paragraphs(_stream(tokenizer), tokenizer.eos_token_id)
+    assert [tokenizer.decode(ids) for ids in held] == [p.lower() for p in PARAGRAPHS]
+    tasks = quality.infill_tasks(tokenizer, held, count=10, span_words=span_words, max_length=64)
+    assert len(tasks) == 3 and tasks == quality.infill_tasks(tokenizer, held, 10, span_words, 64)
+    for task, text in zip(tasks, PARAGRAPHS):
         start, end = task["hole"]
         assert task["canvas"][0] == tokenizer.bos_token_id and len(task["canvas"]) <= 64
         assert task["canvas"][start:end] == task["answer"]
         hidden = tokenizer.decode(task["answer"])
-        assert hidden == "\n".join(lines[task["line"] - 1:task["line"] - 1 + span_lines])
-        assert hidden.strip() and not hidden.strip().startswith(("#", '"""', "def ", "class "))
+        assert len(hidden.split()) == span_words and hidden.replace(" ", "").isalpha()
+        assert re.search(rf"\b{hidden}\b", text.lower())
+        # the hole neither starts nor ends inside a word
+        tokens = tokenizer.convert_ids_to_tokens(task["canvas"])
+        assert not tokens[start].startswith("##") and not tokens[end].startswith("##")
 
 
 def test_generation_prompts_are_stream_windows(tokenizer):
-    texts = [("a.py", SOURCE), ("b.py", SOURCE.replace("Box", "Crate"))]
-    prompts, continuations = quality.generation_prompts(tokenizer, texts, prompt_length=8, gen_length=6, count=3)
+    stream = _stream(tokenizer, PARAGRAPHS * 4)
+    prompts, continuations = quality.generation_prompts(stream, tokenizer.bos_token_id, tokenizer.eos_token_id,
+                                                        prompt_length=8, gen_length=6, count=3)
     assert prompts.shape == (3, 9) and continuations.shape == (3, 6)
     assert (prompts[:, 0] == tokenizer.bos_token_id).all()
-    stream = "".join(text for _, text in texts)
-    for row in torch.cat([prompts[:, 1:], continuations], dim=1):
-        assert tokenizer.decode(row) in stream
+    assert not (prompts[:, 1:] == tokenizer.eos_token_id).any()
+    ids = stream.ids.tolist()
+    for row in torch.cat([prompts[:, 1:], continuations], dim=1).tolist():
+        assert any(ids[i:i + len(row)] == row for i in range(len(ids)))
+
+
+def test_word_statistics_count_dictionary_words_function_words_and_code():
+    dictionary = frozenset({"the", "cat", "sat", "on", "mat", "it's"})
+    stats = quality.word_statistics(["The cat sat on the mat.", "It's xyzzy;"], dictionary)
+    assert stats["words"] == 8
+    assert stats["dictionary_share"] == pytest.approx(7 / 8, abs=1e-4)
+    assert stats["function_words_per_100"]["the"] == pytest.approx(25.0)
+    assert stats["function_words_per_100"]["of"] == 0.0
+    assert stats["code_punctuation_per_1000"] == pytest.approx(1000 / 34, abs=1e-3)
+    assert quality.word_statistics(["x = f(y)"], None)["dictionary_share"] is None
 
 
 def test_ar_generate_with_the_cache_matches_recomputing(tiny_gpt2, tokenizer):
-    prompt = torch.tensor(tokenizer(["def f(x):\n", "class A:\n"], add_special_tokens=False)["input_ids"][0])[None]
+    prompt = torch.tensor(tokenizer("the system reads", add_special_tokens=False)["input_ids"])[None]
     suppress = list(tokenizer.all_special_ids)
     greedy = quality.ar_generate(tiny_gpt2, prompt, 6, 0.0, suppress, seed=0)
     ids = prompt
@@ -114,18 +118,28 @@ def test_unigram_entropy():
 
 
 @pytest.mark.slow
-def test_quality_benchmark_end_to_end(tiny_gpt2, tmp_path):
+def test_quality_benchmark_end_to_end(tiny_gpt2, tokenizer, tmp_path):
+    from fastdiff.training.corpus import TokenStream
+
     ar_dir = tmp_path / "ar"
     tiny_gpt2.save_pretrained(ar_dir)
+    data = tmp_path / "data"
+    tokenizer.save_pretrained(data / "tokenizer")
+    stream = _stream(tokenizer, PARAGRAPHS * 3)
+    for name in ("train", "heldout"):
+        TokenStream(ids=stream.ids, line_starts=stream.line_starts).save(data / f"{name}.safetensors")
+    (data / "manifest.json").write_text("{}")
+    dictionary = tmp_path / "words"
+    dictionary.write_text("\n".join(" ".join(PARAGRAPHS).lower().replace(".", "").replace(",", "").split()))
     out = tmp_path / "results"
     try:
         import matplotlib  # noqa: F401
         plot = []
     except ImportError:
         plot = ["--no-plot"]
-    quality.main(["--ar-model", str(ar_dir), "--prompts", "2", "--prompt-length", "8", "--gen-length", "8",
-                  "--infill-tasks", "4", "--infill-context", "48", "--repeats", "1", "--threads", "1",
-                  "--out", str(out), *plot])
+    quality.main(["--ar-model", str(ar_dir), "--data", str(data), "--dictionary", str(dictionary),
+                  "--prompts", "2", "--prompt-length", "8", "--gen-length", "8", "--infill-tasks", "4",
+                  "--infill-context", "48", "--repeats", "1", "--threads", "1", "--out", str(out), *plot])
     result = json.loads((out / "quality.json").read_text())
     generation = result["generation"]
     diffusion = [r for r in generation if r["model"] == "fastdiff demo"]
@@ -135,8 +149,12 @@ def test_quality_benchmark_end_to_end(tiny_gpt2, tmp_path):
         assert row["gen_ppl"] > 1 and row["seconds"] > 0
         if row["rule"] not in ("ancestral", "threshold"):
             assert row["nfe"] == -(-8 // row["target_tokens_per_step"])
-    assert {r["kind"] for r in result["infill"]} == {"line", "span"}
+    words = {row["source"]: row for row in result["words"]}
+    assert set(words) == {"held-out text", "AR (GPT-2)", "fastdiff demo"}
+    assert words["held-out text"]["dictionary_share"] == 1.0
+    assert {r["kind"] for r in result["infill"]} == {"word", "span"}
     for row in result["infill"]:
         assert 0 <= row["exact_match"] <= 1 and 0 <= row["token_accuracy"] <= 1 and row["tasks"] > 0
-    assert "| fastdiff demo: margin |" in (out / "quality.md").read_text()
+    markdown = (out / "quality.md").read_text()
+    assert "| fastdiff demo: margin |" in markdown and "| held-out text | " in markdown
     assert plot or (out / "quality_frontier.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,6 +1,6 @@
 """Loss curves of the committed training logs: ``python training/plot_logs.py``.
 
-Reads ``training/logs/demo_diffusion.jsonl`` and ``training/logs/ar_gpt2.jsonl`` (written by
+Reads ``training/logs/english_diffusion.jsonl`` and ``training/logs/english_ar.jsonl`` (written by
 ``python -m fastdiff.training fit``, copied here by ``training/reproduce.sh``) and writes
 ``training/logs/loss_curves.png``: training loss (mean over each logging interval) and held-out
 loss against the step, with a dotted line where each training piece began.
@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 
 LOGS = Path(__file__).resolve().parent / "logs"
-RUNS = (("demo_diffusion.jsonl", "diffusion (masked-token loss)"), ("ar_gpt2.jsonl", "GPT-2 AR (next-token loss)"))
+RUNS = (("english_diffusion.jsonl", "English diffusion (masked-token loss)"),
+        ("english_ar.jsonl", "English GPT-2 AR (next-token loss)"))
 
 
 def read(path: Path):

@@ -3,8 +3,8 @@
 Commands:
 
 * ``fastdiff demo`` (the default when no command is given): with the demo model bundled in the
-  package, on the CPU and offline, continue a Python prompt and fill the holes of a function; prints
-  the code and the timings.
+  package, on the CPU and offline, continue an English prompt and fill the blanks of a sentence;
+  prints the text and the timings.
 * ``fastdiff generate TEXT``: generate after a prompt, or fill the ``[MASK]`` / ``[MASK*N]`` holes of an
   infill template. Every :class:`fastdiff.SamplerConfig` option is a flag.
 * ``fastdiff trace TEXT``: one generation's trajectory as an animated GIF, a self-contained HTML page
@@ -16,7 +16,7 @@ Errors (bad flags, a missing model, an option value the sampler rejects) print o
 status 2 (1 when a model directory cannot be loaded); Ctrl-C exits with status 130.
 
 Example:
-    $ fastdiff generate $'def read_config(path):\n' --gen-length 48      # the bundled demo model
+    $ fastdiff generate "The configuration file" --gen-length 48      # the bundled demo model
     $ fastdiff generate --model ./my-roberta-diffusion "The capital of France is" --gen-length 32 --steps 16
     $ fastdiff generate --model ./my-roberta-diffusion "A [MASK*12] jumped over the lazy dog." --json
     $ fastdiff trace --model ./my-roberta-diffusion "Once upon a time" -o trace.gif -o trace.html

@@ -20,9 +20,9 @@ from fastdiff.cli.parser import (DEFAULT_GEN_LENGTH, DEFAULT_TRACE_OUTPUTS, CLIE
                                  sampler_overrides)
 from fastdiff.config import SamplerConfig
 
-DEMO_PROMPT = "import os\n\n\ndef list_files(directory):\n"
-DEMO_TEMPLATE = "def is_empty(items):\n    if len(items) == [MASK]:\n        return True\n    return [MASK]\n"
-DEMO_DESCRIPTION = "4.1M-parameter masked LM trained on Python's standard library"
+DEMO_PROMPT = "The package manager"
+DEMO_TEMPLATE = "Before you install a new kernel, make a [MASK] of the [MASK] that works."
+DEMO_DESCRIPTION = "all-MiniLM-L6-v2 fine-tuned into a text-diffusion model on English documentation"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,16 +286,16 @@ def command_trace(args: argparse.Namespace) -> int:
 
 
 def command_demo(args: argparse.Namespace) -> int:
-    """``fastdiff demo``: with the bundled demo model on the CPU, continue a Python prompt and fill
-    the holes of a small function; print each result with its timing."""
+    """``fastdiff demo``: with the bundled demo model on the CPU, continue an English prompt and fill
+    the blanks of an English sentence; print each result with its timing."""
     from fastdiff import Sampler
 
     _require_positive(args, "steps", "gen_length", "batch")
     model, tokenizer, _ = load_model(None, torch.device("cpu"), torch.float32)
     mask_id = tokenizer.mask_token_id
     try:
-        sampler = Sampler(model, mask_token_id=mask_id, steps=args.steps, unmask="margin", temperature=0.3,
-                          top_k=10, seed=args.seed)
+        sampler = Sampler(model, mask_token_id=mask_id, steps=args.steps, unmask="confidence", temperature=0.8,
+                          top_k=50, seed=args.seed)
         prompt = torch.tensor([encode_input(DEMO_PROMPT, tokenizer, mask_id).ids] * args.batch)
         sampler.generate(prompt, gen_length=args.gen_length)  # warm-up
         start = time.perf_counter()

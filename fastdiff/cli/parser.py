@@ -140,11 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fastdiff {fastdiff.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="continue Python code and fill a hole with the bundled demo model "
+    demo = commands.add_parser("demo", help="continue English text and fill blanks with the bundled demo model "
                                        "(the default)",
                                description="With the demo model bundled in fastdiff (no download), on the CPU: "
-                                           "continue a Python prompt, then fill the holes of a small function "
-                                           "greedily. Prints the code and the timings.")
+                                           "continue an English prompt, then fill the blanks of a sentence "
+                                           "greedily. Prints the text and the timings.")
     demo.add_argument("--steps", type=int, default=24, help="denoising steps of the generation (default: 24)")
     demo.add_argument("--gen-length", type=int, default=48, help="tokens to generate per row (default: 48)")
     demo.add_argument("--batch", type=int, default=1, help="samples generated together (default: 1)")

@@ -34,7 +34,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from fastdiff.training.config import ARCHITECTURES, OBJECTIVES, TrainConfig
-from fastdiff.training.data import prepare
+from fastdiff.training.data import CORPUS_KINDS, prepare
 from fastdiff.training.export import export
 from fastdiff.training.loop import train
 
@@ -66,10 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     prep = commands.add_parser("prepare", help="split the corpus, train the tokenizer, tokenise",
                                description=prepare.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     prep.add_argument("out", help="data directory to write")
-    prep.add_argument("--source", help="directory of .py files (default: this Python's standard library)")
+    prep.add_argument("--corpus", choices=CORPUS_KINDS, default="python",
+                      help="python: .py files; english: the prose of Debian's documentation packages")
+    prep.add_argument("--source", help="python: directory of .py files (default: this Python's standard library); "
+                                       "english: the folder of the unpacked documentation packages")
     prep.add_argument("--heldout-percent", type=float, default=5.0, help="share of files held out (default 5)")
-    prep.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size (default 4096)")
-    prep.add_argument("--tokenizer", help="an existing Hugging Face tokenizer directory to use instead of training one")
+    prep.add_argument("--vocab-size", type=int, default=4096,
+                      help="python: BPE vocabulary size; english: tokens kept of --tokenizer's (default 4096)")
+    prep.add_argument("--tokenizer", help="python: an existing Hugging Face tokenizer directory to use instead of "
+                                          "training one; english (required): the base model's WordPiece tokenizer")
 
     _add_fit_arguments(commands.add_parser("fit", help="train or fine-tune (resumes from RUN/checkpoint)",
                                            description=train.__doc__,
@@ -136,8 +141,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _run_command(command: str, args: dict) -> int:
     if command == "prepare":
         manifest = prepare(args["out"], source=args["source"], heldout_percent=args["heldout_percent"],
-                           vocab_size=args["vocab_size"], tokenizer_dir=args["tokenizer"])
-        print(json.dumps({k: v for k, v in manifest.items() if not k.endswith("_files") and k != "skipped_non_utf8"},
+                           vocab_size=args["vocab_size"], tokenizer_dir=args["tokenizer"],
+                           corpus_kind=args["corpus"])
+        print(json.dumps({k: v for k, v in manifest.items() if not k.endswith("_files") and k != "base_token_ids"},
                          indent=1))
         return 0
     if command == "export":

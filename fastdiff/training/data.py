@@ -13,7 +13,10 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from fastdiff.training import corpus
+from fastdiff.training import corpus, prose
+
+# the corpora `prepare` builds: Python source files, or English prose from HTML documentation
+CORPUS_KINDS = ("python", "english")
 
 # tags of the independent random streams derived from the run's seed
 DATA_STREAM, MASK_STREAM, DROPOUT_STREAM, EVAL_STREAM, INIT_STREAM = range(5)
@@ -60,56 +63,87 @@ def batch_window_indices(step: int, batch_size: int, n_windows: int, seed: int) 
 
 
 def prepare(out_dir: Union[str, Path], source: Optional[Union[str, Path]] = None, heldout_percent: float = 5.0,
-            vocab_size: int = 4096, tokenizer_dir: Optional[Union[str, Path]] = None) -> dict:
+            vocab_size: int = 4096, tokenizer_dir: Optional[Union[str, Path]] = None,
+            corpus_kind: str = "python") -> dict:
     """Build a training data directory: split, tokenizer and token streams.
 
     Writes ``out_dir/tokenizer/`` (Hugging Face files), ``out_dir/train.safetensors`` and
     ``out_dir/heldout.safetensors`` (:class:`fastdiff.training.corpus.TokenStream`), and
-    ``out_dir/manifest.json`` (Python version, source root, the files of each side, files skipped as
-    non-UTF-8, corpus fingerprints, token counts, the tokenizer's SHA-256).
+    ``out_dir/manifest.json`` (the corpus kind, Python version, source root, the files of each side,
+    files skipped, corpus fingerprints, token counts, the tokenizer's SHA-256, and for a pruned
+    tokenizer the base id of each of its tokens, ``base_token_ids``).
 
     Args:
         out_dir: the directory to write (created).
-        source: a directory of ``.py`` files; ``None`` for this Python's standard library.
+        source: ``"python"``: a directory of ``.py`` files, ``None`` for this Python's standard library;
+            ``"english"``: the folder holding the unpacked packages of
+            :data:`fastdiff.training.prose.DEBIAN_DOCS`.
         heldout_percent: share of files held out (by a hash of their path).
-        vocab_size: size of the byte-level BPE vocabulary trained on the train files.
-        tokenizer_dir: use this existing Hugging Face tokenizer instead of training one (to fine-tune a
-            model that has its own); it must have a mask and an EOS token.
+        vocab_size: ``"python"``: size of the byte-level BPE vocabulary trained on the train files;
+            ``"english"``: the tokens kept of ``tokenizer_dir``'s vocabulary
+            (:func:`fastdiff.training.prose.prune_tokenizer`).
+        tokenizer_dir: the tokenizer of the model to fine-tune. ``"python"``: used as it is instead of
+            training one (it must have a mask and an EOS token); ``"english"``: required, a WordPiece
+            tokenizer that is pruned to the corpus.
+        corpus_kind: ``"python"`` (source files, one text per file) or ``"english"`` (the prose of HTML
+            documentation, one text per paragraph, each followed by EOS).
 
     Returns:
         The manifest (a dict).
     """
+    if corpus_kind not in CORPUS_KINDS:
+        raise ValueError(f"corpus_kind must be one of {CORPUS_KINDS}, got {corpus_kind!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    root = corpus.stdlib_root() if source is None else Path(source)
-    files = corpus.source_files(None if source is None else root)
-    train_files, heldout_files = corpus.split_files(files, heldout_percent)
-    train_texts = corpus.read_sources(root, train_files)
-    heldout_texts = corpus.read_sources(root, heldout_files)
-    if not train_texts:
-        raise ValueError(f"source {str(root)!r} holds no readable .py file for training")
-    if tokenizer_dir is None:
-        tokenizer = corpus.train_tokenizer([text for _, text in train_texts], vocab_size=vocab_size)
+    base_ids = None
+    if corpus_kind == "english":
+        if source is None or tokenizer_dir is None:
+            raise ValueError("corpus_kind='english' needs source (the unpacked documentation packages) "
+                             "and tokenizer_dir (the base model's WordPiece tokenizer)")
+        root = Path(source)
+        files = prose.html_files(root)
+        train_files, heldout_files = corpus.split_files(files, heldout_percent)
+        train_pages, heldout_pages = prose.read_pages(root, train_files), prose.read_pages(root, heldout_files)
+        if not train_pages:
+            raise ValueError(f"source {str(root)!r} holds no page of prose for training")
+        train_units = [paragraph for _, paragraphs in train_pages for paragraph in paragraphs]
+        heldout_units = [paragraph for _, paragraphs in heldout_pages for paragraph in paragraphs]
+        tokenizer, base_ids = prose.prune_tokenizer(Path(tokenizer_dir), train_units, vocab_size, out)
+        train_texts = [(name, "\n".join(paragraphs)) for name, paragraphs in train_pages]
+        heldout_texts = [(name, "\n".join(paragraphs)) for name, paragraphs in heldout_pages]
+        skipped = [name for name in files if name not in {n for n, _ in train_pages + heldout_pages}]
     else:
-        from transformers import AutoTokenizer
+        root = corpus.stdlib_root() if source is None else Path(source)
+        files = corpus.source_files(None if source is None else root)
+        train_files, heldout_files = corpus.split_files(files, heldout_percent)
+        train_texts = corpus.read_sources(root, train_files)
+        heldout_texts = corpus.read_sources(root, heldout_files)
+        if not train_texts:
+            raise ValueError(f"source {str(root)!r} holds no readable .py file for training")
+        train_units, heldout_units = [text for _, text in train_texts], [text for _, text in heldout_texts]
+        skipped = [name for name in files if name not in {n for n, _ in train_texts + heldout_texts}]
+        if tokenizer_dir is None:
+            tokenizer = corpus.train_tokenizer(train_units, vocab_size=vocab_size)
+        else:
+            from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-        if tokenizer.mask_token_id is None or tokenizer.eos_token_id is None:
-            raise ValueError("tokenizer_dir must hold a tokenizer with a mask token and an EOS token")
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    if tokenizer.mask_token_id is None or tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer_dir must hold a tokenizer with a mask token and an EOS token")
     tokenizer.save_pretrained(str(out / "tokenizer"))
-    train_stream = corpus.tokenize_texts(tokenizer, [text for _, text in train_texts])
-    heldout_stream = corpus.tokenize_texts(tokenizer, [text for _, text in heldout_texts])
+    train_stream = corpus.tokenize_texts(tokenizer, train_units)
+    heldout_stream = corpus.tokenize_texts(tokenizer, heldout_units)
     train_stream.save(out / "train.safetensors")
     heldout_stream.save(out / "heldout.safetensors")
-    kept = {name for name, _ in train_texts + heldout_texts}
     manifest = {
+        "corpus_kind": corpus_kind,
         "python": sys.version,
         "source_root": str(root),
-        "standard_library": source is None,
+        "standard_library": corpus_kind == "python" and source is None,
         "heldout_percent": heldout_percent,
         "train_files": [name for name, _ in train_texts],
         "heldout_files": [name for name, _ in heldout_texts],
-        "skipped_non_utf8": [name for name in files if name not in kept],
+        "skipped_files": skipped,
         "train_fingerprint": corpus.corpus_fingerprint(train_texts),
         "heldout_fingerprint": corpus.corpus_fingerprint(heldout_texts),
         "train_tokens": len(train_stream.ids),
@@ -117,6 +151,9 @@ def prepare(out_dir: Union[str, Path], source: Optional[Union[str, Path]] = None
         "vocab_size": len(tokenizer),
         "tokenizer_sha256": file_sha256(out / "tokenizer" / "tokenizer.json"),
     }
+    if corpus_kind == "english":
+        manifest["packages"] = dict(prose.DEBIAN_DOCS)
+        manifest["base_token_ids"] = base_ids
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 

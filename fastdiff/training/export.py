@@ -37,6 +37,7 @@ def export(run_dir: Union[str, Path], out_dir: Union[str, Path], dtype: torch.dt
     if checkpoint is None:
         raise ValueError(f"run_dir {str(run)!r} has no checkpoint yet")
     model, _, step = checkpoint
+    base_model = _base_model(settings.get("init_from"))
     data = PreparedData.load(settings["data"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,16 +50,33 @@ def export(run_dir: Union[str, Path], out_dir: Union[str, Path], dtype: torch.dt
     info = {
         "steps_done": step,
         "settings": {k: v for k, v in settings.items() if k not in ("data", "output_dir")},
-        "corpus": {k: manifest[k] for k in ("python", "standard_library", "heldout_percent", "train_fingerprint",
-                                            "heldout_fingerprint", "train_tokens", "heldout_tokens",
-                                            "tokenizer_sha256")},
+        "corpus": {k: manifest[k] for k in ("corpus_kind", "python", "standard_library", "heldout_percent",
+                                            "train_fingerprint", "heldout_fingerprint", "train_tokens",
+                                            "heldout_tokens", "tokenizer_sha256", "packages") if k in manifest},
         "corpus_files": {"train": len(manifest["train_files"]), "heldout": len(manifest["heldout_files"])},
         "parameters": sum(p.numel() for p in model.parameters()),
+        **({"base_model": base_model} if base_model else {}),
         "weights_sha256": file_sha256(out / "model.safetensors"),
         "versions": _versions(),
     }
     (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
+
+
+def _base_model(init_from) -> dict:
+    """What a fine-tuned run started from: its directory's name, the model id its config records and the
+    ``provenance.json`` beside it (name, licence, where it came from), when there is one."""
+    if not init_from:
+        return {}
+    directory = Path(init_from)
+    record = {"directory": directory.name}
+    config = directory / "config.json"
+    if config.exists():
+        record["name_or_path"] = json.loads(config.read_text()).get("_name_or_path")
+    provenance = directory / "provenance.json"
+    if provenance.exists():
+        record.update(json.loads(provenance.read_text()))
+    return record
 
 
 def _versions() -> dict:

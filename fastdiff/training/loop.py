@@ -98,11 +98,11 @@ def train(config: TrainConfig) -> dict:
         torch.use_deterministic_algorithms(previous_deterministic)
 
 
-def _resume(config: TrainConfig, tokenizer, run_dir: Path) -> Tuple[torch.nn.Module, torch.optim.AdamW, int]:
+def _resume(config: TrainConfig, data: PreparedData, run_dir: Path) -> Tuple[torch.nn.Module, torch.optim.AdamW, int]:
     """``(model, optimizer, steps done)`` from the run's checkpoint, or a new model at step 0."""
     checkpoint = load_checkpoint(run_dir, config.objective)
     if checkpoint is None:
-        model, optimizer_state, start = build_model(config, tokenizer), None, 0
+        model, optimizer_state, start = build_model(config, data.tokenizer, data.manifest.get("base_token_ids")), None, 0
     else:
         model, optimizer_state, start = checkpoint
     model.to(torch.device(config.device)).train()
@@ -116,7 +116,7 @@ def _train_piece(config: TrainConfig, data: PreparedData, starts: torch.Tensor, 
     """Steps from the checkpoint on, until the last step, ``max_minutes`` or ``stop_at_step``; logs,
     evaluates and saves on the way (the result of :func:`train`)."""
     tokenizer = data.tokenizer
-    model, optimizer, start = _resume(config, tokenizer, run_dir)
+    model, optimizer, start = _resume(config, data, run_dir)
     collator = DiffusionCollator.from_tokenizer(
         tokenizer, mask_ratio=tuple(config.mask_ratio), ratio_schedule=config.mask_ratio_schedule,
         prefix_length=tuple(config.prefix_length)) if config.objective == "diffusion" else None

@@ -1,6 +1,8 @@
 """The model a run trains (loaded to fine-tune, or built from scratch) and its AdamW optimizer."""
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
 
 from fastdiff.model import ModelRunner
@@ -15,15 +17,21 @@ def auto_model_class(objective: str):
     return AutoModelForMaskedLM if objective == "diffusion" else AutoModelForCausalLM
 
 
-def build_model(config: TrainConfig, tokenizer):
+def build_model(config: TrainConfig, tokenizer, base_token_ids: Optional[Sequence[int]] = None):
     """The model a run starts from: ``init_from`` loaded offline, or a fresh one seeded from ``seed``.
 
     From scratch: the config's ``architecture`` with ``seq_length`` positions (after RoBERTa's padding
-    offset) and the tokenizer's vocabulary and special-token ids.
+    offset) and the tokenizer's vocabulary and special-token ids. Fine-tuned: a head the checkpoint
+    lacks (an encoder saved without its MLM head) is initialised from ``seed``, tied to the word
+    embeddings as the model's config says; with ``base_token_ids`` (a pruned tokenizer's base id of
+    each token) only those rows of the vocabulary are kept (:func:`keep_vocabulary`).
     """
     if config.init_from is not None:
+        torch.manual_seed(derive_seed(config.seed, INIT_STREAM))
         model = auto_model_class(config.objective).from_pretrained(config.init_from, local_files_only=True,
                                                                    dtype=torch.float32)
+        if base_token_ids is not None:
+            keep_vocabulary(model, base_token_ids)
         if model.config.vocab_size < len(tokenizer):
             raise ValueError(f"init_from's vocabulary ({model.config.vocab_size}) is smaller than the "
                              f"tokenizer's ({len(tokenizer)}); prepare the data with its tokenizer")
@@ -33,6 +41,30 @@ def build_model(config: TrainConfig, tokenizer):
     if limit is not None and config.seq_length > limit:
         raise ValueError(f"seq_length ({config.seq_length}) exceeds the model's {limit} positions")
     return model
+
+
+def keep_vocabulary(model, token_ids: Sequence[int]) -> None:
+    """Cut ``model``'s vocabulary to the rows ``token_ids`` (new id ``i`` is old id ``token_ids[i]``), in
+    place: the input embeddings, the output projection and its bias (tied weights stay tied)."""
+    index = torch.as_tensor(list(token_ids), dtype=torch.long)
+    if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= model.config.vocab_size:
+        raise ValueError(f"base_token_ids must be ids below the model's vocabulary ({model.config.vocab_size})")
+    embeddings = model.get_input_embeddings()
+    output = model.get_output_embeddings()
+    tied = output is not None and output.weight is embeddings.weight
+    kept = {int(old): new for new, old in enumerate(index.tolist())}
+    pad = kept.get(model.config.pad_token_id)
+    new_embeddings = torch.nn.Embedding(len(index), embeddings.embedding_dim, padding_idx=pad)
+    new_embeddings.weight.data = embeddings.weight.data[index].clone()
+    model.set_input_embeddings(new_embeddings)
+    if output is not None:
+        new_output = torch.nn.Linear(output.in_features, len(index), bias=output.bias is not None)
+        new_output.weight = new_embeddings.weight if tied else torch.nn.Parameter(output.weight.data[index].clone())
+        if output.bias is not None:
+            new_output.bias = torch.nn.Parameter(output.bias.data[index].clone())
+        model.set_output_embeddings(new_output)
+    model.config.vocab_size = len(index)
+    model.config.pad_token_id = pad
 
 
 def _new_model(config: TrainConfig, tokenizer):
