@@ -31,6 +31,10 @@ def test_demo_directory_is_one_small_fp16_safetensors_file():
     assert dtypes == {"F16"}
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "training.json"):
         assert (DEMO_MODEL_DIR / name).is_file(), name
+    from tokenizers import Tokenizer
+
+    raw = Tokenizer.from_file(str(DEMO_MODEL_DIR / "tokenizer.json"))  # the file alone, as any client reads it
+    assert raw.padding is None and raw.truncation is None
 
 
 def test_demo_loads_offline_with_the_auto_classes(monkeypatch):

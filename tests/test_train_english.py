@@ -84,6 +84,8 @@ def base_model(tmp_path_factory):
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
     tokenizer.decoder = decoders.WordPiece()
+    tokenizer.enable_padding(length=40)  # as sentence-transformers saves all-MiniLM-L6-v2's
+    tokenizer.enable_truncation(40)
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                             sep_token="[SEP]", mask_token="[MASK]").save_pretrained(directory)
     torch.manual_seed(0)
@@ -95,6 +97,7 @@ def base_model(tmp_path_factory):
 
 
 def test_pruned_tokenizer_encodes_the_corpus_as_the_base_does(base_model, tmp_path):
+    from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
     directory, vocab = base_model
@@ -105,6 +108,10 @@ def test_pruned_tokenizer_encodes_the_corpus_as_the_base_does(base_model, tmp_pa
     assert len(tokenizer) == len(base_ids) == size and base_ids == sorted(base_ids)
     assert [tokenizer.convert_ids_to_tokens(i) for i in range(5)] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     assert "zebra" not in tokenizer.get_vocab() and "unused" not in tokenizer.get_vocab()
+    tokenizer.save_pretrained(tmp_path / "saved")
+    raw = Tokenizer.from_file(str(tmp_path / "saved" / "tokenizer.json"))  # the file alone, as any client reads it
+    assert raw.padding is None and raw.truncation is None
+    assert len(raw.encode("the system").ids) == 3
     for text in texts:
         pruned = tokenizer(text)["input_ids"]
         assert pruned[0] == tokenizer.cls_token_id and tokenizer.sep_token_id not in pruned  # ready to continue

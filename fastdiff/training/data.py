@@ -111,7 +111,6 @@ def prepare(out_dir: Union[str, Path], source: Optional[Union[str, Path]] = None
         tokenizer, base_ids = prose.prune_tokenizer(Path(tokenizer_dir), train_units, vocab_size, out)
         train_texts = [(name, "\n".join(paragraphs)) for name, paragraphs in train_pages]
         heldout_texts = [(name, "\n".join(paragraphs)) for name, paragraphs in heldout_pages]
-        skipped = [name for name in files if name not in {n for n, _ in train_pages + heldout_pages}]
     else:
         root = corpus.stdlib_root() if source is None else Path(source)
         files = corpus.source_files(None if source is None else root)
@@ -121,7 +120,6 @@ def prepare(out_dir: Union[str, Path], source: Optional[Union[str, Path]] = None
         if not train_texts:
             raise ValueError(f"source {str(root)!r} holds no readable .py file for training")
         train_units, heldout_units = [text for _, text in train_texts], [text for _, text in heldout_texts]
-        skipped = [name for name in files if name not in {n for n, _ in train_texts + heldout_texts}]
         if tokenizer_dir is None:
             tokenizer = corpus.train_tokenizer(train_units, vocab_size=vocab_size)
         else:
@@ -130,6 +128,8 @@ def prepare(out_dir: Union[str, Path], source: Optional[Union[str, Path]] = None
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
     if tokenizer.mask_token_id is None or tokenizer.eos_token_id is None:
         raise ValueError("tokenizer_dir must hold a tokenizer with a mask token and an EOS token")
+    kept = {name for name, _ in train_texts + heldout_texts}
+    skipped = [name for name in files if name not in kept]
     tokenizer.save_pretrained(str(out / "tokenizer"))
     train_stream = corpus.tokenize_texts(tokenizer, train_units)
     heldout_stream = corpus.tokenize_texts(tokenizer, heldout_units)

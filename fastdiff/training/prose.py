@@ -22,8 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple
 
-# The Debian packages of the corpus, the licence of each (from its copyright file), and the part of
-# each package's files that is English HTML documentation.
+# The Debian packages of the corpus and the licence of each (from its copyright file).
 DEBIAN_DOCS: Dict[str, str] = {
     "linux-doc-6.1": "GPL-2.0 (the Linux kernel's documentation)",
     "python3.11-doc": "PSF-2.0 (Python Software Foundation License)",
@@ -184,6 +183,9 @@ def prune_tokenizer(tokenizer_dir: Path, texts: Sequence[str], vocab_size: int, 
     renumber = {old: new for new, old in enumerate(base_ids)}
     by_id = {index: token for token, index in vocab.items()}
     spec["model"]["vocab"] = {by_id[old]: new for new, old in enumerate(base_ids)}
+    # the base file pads and truncates every encoding to its sentence length (128): a tokenizer for
+    # generation must not, whoever loads the file
+    spec["truncation"] = spec["padding"] = None
     for token in spec["added_tokens"]:
         token["id"] = renumber[token["id"]]
     cls_token, sep_token = base.cls_token, base.sep_token
