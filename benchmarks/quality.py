@@ -1,6 +1,6 @@
 """What speed costs in quality: the English demo diffusion model against a same-size GPT-2.
 
-Run (CPU: about 15 minutes on 2 cores)::
+Run (CPU: about 10 minutes on 2 cores)::
 
     training/reproduce.sh english-ar     # the GPT-2 reference and the data directory
     python benchmarks/quality.py --ar-model /tmp/fastdiff-train/models/english_ar \
@@ -18,7 +18,7 @@ next-token loss. Everything is measured in one run, on this machine:
   ``threshold``: confidence >= 0.9 within the same step budget). The reference rows are the AR
   model's own samples and the real held-out continuations; the mean unigram entropy of the samples
   (nats) guards against repetition.
-* **Words.** At 4 tokens per step and temperature 0.8 (``confidence``), the AR model's samples at
+* **Words.** At 4 tokens per step and temperature 0.8 (each unmask rule), the AR model's samples at
   0.8 and the held-out text: the share of words in an English word list (``--dictionary``, Debian's
   ``wamerican``), the rates of the commonest function words per 100 words, and code punctuation
   characters (``{}[]<>=_/\\|$#@`~^*;``) per 1,000 characters.
@@ -56,8 +56,8 @@ RULES = ("confidence", "margin", "entropy", "random", "ancestral", "threshold")
 TOKENS_PER_STEP = (1, 4, 16)
 INFILL_TOKENS_PER_STEP = (1, 4)
 THRESHOLD = 0.9
-# the words' measure: tokens per step, temperature and rule of the diffusion samples
-WORDS_TOKENS_PER_STEP, WORDS_TEMPERATURE, WORDS_RULE = 4, 0.8, "confidence"
+# the words' measure: tokens per step and temperature of the diffusion samples (every rule)
+WORDS_TOKENS_PER_STEP, WORDS_TEMPERATURE = 4, 0.8
 FUNCTION_WORDS = ("the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "as", "with", "be", "on",
                   "by", "this", "are", "or", "not", "can")
 CODE_PUNCTUATION = frozenset("{}[]<>=_/\\|$#@`~^*;")
@@ -301,17 +301,18 @@ def infill_benchmark(model, tokenizer, ar_model, tasks: List[dict], kind: str, s
 
 def words_benchmark(model, tokenizer, ar_model, prompts, continuations, dictionary, seed: int) -> List[dict]:
     """:func:`word_statistics` of the held-out continuations, the AR model's samples and the demo
-    model's (:data:`WORDS_RULE` at :data:`WORDS_TOKENS_PER_STEP` tokens per step), both at
+    model's under each unmask rule at :data:`WORDS_TOKENS_PER_STEP` tokens per step, the samples at
     :data:`WORDS_TEMPERATURE`, with three samples of each."""
     G = continuations.shape[1]
     suppress = suppressed_tokens(tokenizer)
     sampler = Sampler(model, mask_token_id=tokenizer.mask_token_id, backend="torch", cuda_graphs=False,
                       temperature=WORDS_TEMPERATURE, suppress_token_ids=suppress, seed=seed)
-    diffusion = sampler.generate(prompts, gen_length=G, steps=math.ceil(G / WORDS_TOKENS_PER_STEP),
-                                 unmask=WORDS_RULE).sequences[:, prompts.shape[1]:]
     sources = {"held-out text": continuations,
-               "AR (GPT-2)": ar_generate(ar_model, prompts, G, WORDS_TEMPERATURE, suppress, seed),
-               "fastdiff demo": diffusion}
+               "AR (GPT-2)": ar_generate(ar_model, prompts, G, WORDS_TEMPERATURE, suppress, seed)}
+    for rule in RULES:
+        sources[f"fastdiff demo: {rule}"] = sampler.generate(
+            prompts, gen_length=G, steps=math.ceil(G / WORDS_TOKENS_PER_STEP),
+            **rule_options(rule)).sequences[:, prompts.shape[1]:]
     rows = []
     for name, tokens in sources.items():
         texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
@@ -354,7 +355,7 @@ def write_markdown(result: dict, path: Path) -> None:
         ms = "-" if row["seconds"] == 0 else f"{row['ms_per_sample']:.0f}"
         label = row["model"] if row["rule"] in ("-", "left-to-right") else f"{row['model']}: {row['rule']}"
         lines.append(f"| {label} | {tps} | {steps} | {row['gen_ppl']:.1f} | {row['entropy']:.2f} | {ms} |")
-    lines += ["", f"## Words ({WORDS_RULE} at {WORDS_TOKENS_PER_STEP} tokens per step and the AR model, both at "
+    lines += ["", f"## Words (the demo model at {WORDS_TOKENS_PER_STEP} tokens per step and the AR model, both at "
               f"temperature {WORDS_TEMPERATURE})", "",
               "| text | words | in the word list | " + " | ".join(f"'{w}'" for w in FUNCTION_WORDS[:8])
               + " (per 100 words) | code punctuation per 1,000 characters |",

@@ -11,6 +11,9 @@ alone is timed the same way: eagerly, or replayed from a CUDA graph in the graph
 overhead is ``step - forward`` and its share of the step; the naive loop's share is measured on the
 seed blog's loop (``peers.seed_diffusion_generate``: full forward, fp32 softmax, per-position filters).
 
+``demo_breakdown`` measures the same on the bundled demo model (the CPU, the demo command's sampler
+settings, steps and length): the sampler's share of a step of the model users meet first.
+
 Targets (H100, RoBERTa-base size, bf16): sampler overhead at most 3% of the step at batch 1 and 64; 10
 greedy steps at batch 1 in at most 6 ms end to end; batch 64, 10 steps in at most 0.14 s.
 """
@@ -131,11 +134,54 @@ class StepBreakdown:
         return document
 
 
+@torch.no_grad()
+def demo_breakdown(repeats: int = 5) -> Dict[str, object]:
+    """The bundled demo model on the CPU at the demo command's settings (``fastdiff demo``: its prompt,
+    sampler settings, 24 steps, 48 tokens, batch 1, the current torch threads): the full forward of
+    the canvas, a step with the full LM head and with the masked-row head (the demo's), and the
+    sampler's share of the full-head step."""
+    from fastdiff.cli import DEMO_PROMPT, DEMO_SAMPLER
+    from fastdiff.pretrained import load_pretrained
+
+    model, tokenizer = load_pretrained(None, device="cpu")
+    steps, gen_length = 24, 48
+    prompt = tokenizer(DEMO_PROMPT, return_tensors="pt", add_special_tokens=True)["input_ids"]
+    canvas = torch.cat([prompt, torch.full((1, gen_length), tokenizer.mask_token_id)], dim=1)
+
+    def median_s(fn):
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    record = dict(name="demo model", steps=steps, gen_length=gen_length, threads=torch.get_num_threads(),
+                  settings=dict(DEMO_SAMPLER))
+    for head, key in ((False, "full_head"), (True, "masked_head")):
+        sampler = Sampler(model, mask_token_id=tokenizer.mask_token_id, steps=steps, seed=0, masked_head=head,
+                          **DEMO_SAMPLER)
+        record[f"step_ms_{key}"] = median_s(lambda: sampler.generate(prompt, gen_length=gen_length)) / steps * 1e3
+    record["forward_ms"] = median_s(lambda: model(input_ids=canvas)) * 1e3
+    overhead = record["step_ms_full_head"] - record["forward_ms"]
+    record.update(sampler_overhead_ms=overhead, sampler_overhead_pct=100 * overhead / record["step_ms_full_head"])
+    return record
+
+
+def format_demo(record: Dict[str, object]) -> str:
+    return (f"demo model ({record['threads']} thread(s), {record['settings']}, {record['steps']} steps, "
+            f"{record['gen_length']} tokens): forward {record['forward_ms']:.2f} ms, step {record['step_ms_full_head']:.2f} ms "
+            f"(full head; sampler {record['sampler_overhead_pct']:.1f}%), {record['step_ms_masked_head']:.2f} ms "
+            f"(masked-row head)")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the breakdown for every batch size of the size and every mode; returns 0."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(bench.SIZES), default=None)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--no-demo", action="store_true", help="skip the bundled demo model's row")
     args = parser.parse_args(argv)
     size = bench.resolve_size(args.size)
     breakdown = StepBreakdown(size, torch.device("cuda" if size.name == "gpu" else "cpu"))
@@ -144,6 +190,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             record = breakdown.measure(batch, mode)
             print(record["name"], record["status"], flush=True)
     print(breakdown.finish(args.out)["table"])
+    if not args.no_demo:
+        print(format_demo(demo_breakdown()))
     return 0
 
 

@@ -39,3 +39,10 @@ def test_step_breakdown(benchmark, breakdown, batch_mode):
     benchmark.extra_info.update(record)
     if record["status"] != "ok":
         pytest.skip(f"{record['name']}: {record['status']}: {record['reason']}")
+
+
+def test_demo_step_breakdown(benchmark):
+    benchmark.group = "step breakdown"
+    record = benchmark.pedantic(step_breakdown.demo_breakdown, rounds=1, iterations=1)
+    benchmark.extra_info.update(record)
+    print("\n" + step_breakdown.format_demo(record))

@@ -2,6 +2,7 @@
 fine-tuned into an English text-diffusion model) that loads offline, has learned English, and
 generates / infills with the sampler reproducibly."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,27 @@ def test_greedy_infill_of_the_demo_template_is_the_known_answer():
     out = sampler.infill(torch.tensor([template.ids]), temperature=0.0)
     fills = [tokenizer.decode(out.sequences[0, start:end]) for start, end in template.holes]
     assert fills == ["copy", "kernel"]
+
+
+def test_demo_command_settings_write_varied_text(demo):
+    """The demo command's sampler settings (``margin``) against ``confidence``, which makes this model
+    repeat itself: over a few prompts, most of the demo's word pairs are distinct and "the" is not a
+    fifth of its words, and confidence repeats more."""
+    from fastdiff import cli
+
+    model, tokenizer = demo
+    prompts = ["The package manager", "The kernel", "To install the package,", "The file system"]
+
+    def words(**settings):
+        sampler = Sampler(model, tokenizer.mask_token_id, tokenizer=tokenizer, steps=24, seed=0, **settings)
+        return [re.findall(r"[a-z]+", text) for text in sampler.generate(prompts, max_new_tokens=48).texts]
+
+    def distinct_pairs(rows):
+        pairs = [pair for row in rows for pair in zip(row, row[1:])]
+        return len(set(pairs)) / len(pairs)
+
+    demo_rows = words(**cli.DEMO_SAMPLER)
+    confident = words(**{**cli.DEMO_SAMPLER, "unmask": "confidence", "block_length": None})
+    flat = [w for row in demo_rows for w in row]
+    assert distinct_pairs(demo_rows) >= 0.6 and flat.count("the") / len(flat) < 0.2, demo_rows
+    assert distinct_pairs(demo_rows) > distinct_pairs(confident) + 0.1, (demo_rows, confident)

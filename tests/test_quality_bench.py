@@ -150,7 +150,7 @@ def test_quality_benchmark_end_to_end(tiny_gpt2, tokenizer, tmp_path):
         if row["rule"] not in ("ancestral", "threshold"):
             assert row["nfe"] == -(-8 // row["target_tokens_per_step"])
     words = {row["source"]: row for row in result["words"]}
-    assert set(words) == {"held-out text", "AR (GPT-2)", "fastdiff demo"}
+    assert set(words) == {"held-out text", "AR (GPT-2)"} | {f"fastdiff demo: {rule}" for rule in quality.RULES}
     assert words["held-out text"]["dictionary_share"] == 1.0
     assert {r["kind"] for r in result["infill"]} == {"word", "span"}
     for row in result["infill"]:

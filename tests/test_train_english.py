@@ -166,6 +166,7 @@ def test_english_recipe_prepares_fine_tunes_and_exports(docs, base_model, tmp_pa
     info = export(tmp_path / "run", tmp_path / "model")
     assert info["base_model"]["name"] == "tiny-bert" and info["base_model"]["licence"] == "Apache-2.0"
     assert info["corpus"]["packages"] == prose.DEBIAN_DOCS and info["steps_done"] == 3
+    assert info["settings"]["init_from"] == str(directory) and "hidden_size" not in info["settings"]
     model = AutoModelForMaskedLM.from_pretrained(tmp_path / "model", local_files_only=True)
     assert model.config.vocab_size == size
     assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()

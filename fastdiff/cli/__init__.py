@@ -21,10 +21,10 @@ Example:
     $ fastdiff generate --model ./my-roberta-diffusion "A [MASK*12] jumped over the lazy dog." --json
     $ fastdiff trace --model ./my-roberta-diffusion "Once upon a time" -o trace.gif -o trace.html
 """
-from fastdiff.cli.commands import DEMO_PROMPT, DEMO_TEMPLATE, config_from_args, main, run_generation
+from fastdiff.cli.commands import DEMO_PROMPT, DEMO_SAMPLER, DEMO_TEMPLATE, config_from_args, main, run_generation
 from fastdiff.cli.inputs import EncodedText, encode_input, load_model, resolve_device, resolve_dtype, token_text_fn
 from fastdiff.cli.parser import CLIError, build_parser, sampler_fields
 
 __all__ = ["main", "build_parser", "CLIError", "sampler_fields", "encode_input", "EncodedText", "token_text_fn",
            "load_model", "resolve_device", "resolve_dtype", "run_generation", "config_from_args", "DEMO_PROMPT",
-           "DEMO_TEMPLATE"]
+           "DEMO_SAMPLER", "DEMO_TEMPLATE"]

@@ -23,6 +23,8 @@ from fastdiff.config import SamplerConfig
 DEMO_PROMPT = "The package manager"
 DEMO_TEMPLATE = "Before you install a new kernel, make a [MASK] of the [MASK] that works."
 DEMO_DESCRIPTION = "all-MiniLM-L6-v2 fine-tuned into a text-diffusion model on English documentation"
+# the demo generation's sampler settings (its steps and length are the demo command's flags)
+DEMO_SAMPLER = dict(unmask="margin", temperature=0.8, top_k=50, block_length=16)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,8 +296,7 @@ def command_demo(args: argparse.Namespace) -> int:
     model, tokenizer, _ = load_model(None, torch.device("cpu"), torch.float32)
     mask_id = tokenizer.mask_token_id
     try:
-        sampler = Sampler(model, mask_token_id=mask_id, steps=args.steps, unmask="confidence", temperature=0.8,
-                          top_k=50, seed=args.seed)
+        sampler = Sampler(model, mask_token_id=mask_id, steps=args.steps, seed=args.seed, **DEMO_SAMPLER)
         prompt = torch.tensor([encode_input(DEMO_PROMPT, tokenizer, mask_id).ids] * args.batch)
         sampler.generate(prompt, gen_length=args.gen_length)  # warm-up
         start = time.perf_counter()

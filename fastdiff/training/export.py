@@ -12,13 +12,18 @@ from fastdiff.training.checkpoint import load_checkpoint
 from fastdiff.training.data import PreparedData, file_sha256
 from fastdiff.training.records import RUN_CONFIG
 
+# settings that shape only a model built from scratch: a fine-tuned run's model is its base's
+FROM_SCRATCH_SETTINGS = ("architecture", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                         "initializer_range")
+
 
 def export(run_dir: Union[str, Path], out_dir: Union[str, Path], dtype: torch.dtype = torch.float16) -> dict:
     """Write a run's checkpoint as a standard Hugging Face model directory.
 
     ``out_dir`` gets ``config.json``, one ``model.safetensors`` in ``dtype``, the run's tokenizer
     (``model_max_length`` set to the training window) and ``training.json`` (the run's settings, the
-    corpus manifest summary, the steps done and the weights' SHA-256). It loads offline with
+    corpus manifest summary, the steps done, the base model of a fine-tuned run, whose ``config.json``
+    then says the architecture (the from-scratch size settings are left out), and the weights' SHA-256). It loads offline with
     ``AutoModelForMaskedLM`` / ``AutoModelForCausalLM`` and ``AutoTokenizer``.
 
     Args:
@@ -47,9 +52,10 @@ def export(run_dir: Union[str, Path], out_dir: Union[str, Path], dtype: torch.dt
     tokenizer.model_max_length = settings["seq_length"]
     tokenizer.save_pretrained(str(out))
     manifest = data.manifest
+    left_out = ("data", "output_dir") + (FROM_SCRATCH_SETTINGS if base_model else ())
     info = {
         "steps_done": step,
-        "settings": {k: v for k, v in settings.items() if k not in ("data", "output_dir")},
+        "settings": {k: v for k, v in settings.items() if k not in left_out},
         "corpus": {k: manifest[k] for k in ("corpus_kind", "python", "standard_library", "heldout_percent",
                                             "train_fingerprint", "heldout_fingerprint", "train_tokens",
                                             "heldout_tokens", "tokenizer_sha256", "packages") if k in manifest},
