@@ -260,6 +260,9 @@ def _sample_in_chunks(gather, address, V, rng_state, row_sampler, temperature=0.
     """``row_sampler`` (:func:`_sample_rows` or its fast twin) over ``len(address)`` rows, a chunk of rows
     at a time; ``gather(slice)`` returns those rows of logits."""
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(V, 1))
+    if len(address) <= rows_per_chunk:  # one chunk: no concatenation
+        return row_sampler(gather(slice(None)).to(torch.float32), address, rng_state, temperature, top_k, top_p,
+                           score, suppress_ids, score_temperature)
     tokens, scores = [], []
     for start in range(0, len(address), rows_per_chunk):
         rows = slice(start, start + rows_per_chunk)
@@ -358,7 +361,13 @@ def _sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppre
 # select_topk
 # --------------------------------------------------------------------------------------------------
 def _rank_rows(keys: torch.Tensor, tier: torch.Tensor) -> torch.Tensor:
-    """Rank of each element in its row: higher tier first, then larger key, then lower index."""
+    """Rank of each element in its row: higher tier first, then larger key, then lower index (``keys``
+    without NaN). On the CPU one stable numpy ``lexsort`` (by tier, then by ``-key``; ``-`` is exact and
+    ``-0.0`` ties ``0.0`` as in torch) replaces the two stable torch sorts: the same order, for a
+    fraction of the per-op cost at a canvas's sizes."""
+    if keys.device.type == "cpu":
+        order = np.lexsort((np.negative(keys.detach().numpy()), np.logical_not(tier.numpy())), axis=-1)
+        return torch.from_numpy(np.argsort(order, axis=-1))  # a permutation's argsort is its inverse
     order = torch.sort(keys, dim=-1, descending=True, stable=True).indices
     tier_sorted = torch.gather(tier.to(torch.int8), -1, order)
     order = torch.gather(order, -1, torch.sort(tier_sorted, dim=-1, descending=True, stable=True).indices)
@@ -396,8 +405,7 @@ def select_topk_reference(
     """
     B, L = scores.shape
     device = scores.device
-    keys = scores.to(torch.float32)
-    keys = torch.where(torch.isnan(keys), torch.full_like(keys, float("-inf")), keys)
+    keys = scores.to(torch.float32).nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
     tau = _as_float(position_temperature, "position_temperature")
     if tau > 0:
         keys = keys / tau + position_gumbel(rng_state, stream, B, L)
@@ -455,8 +463,7 @@ def commit_remask_reference(
     commit_reference(canvas, confidence, tokens, scores, selected, editable)
     B, L = canvas.shape
     candidates = editable & (canvas != mask_id)
-    keys = -confidence
-    keys = torch.where(torch.isnan(keys), torch.full_like(keys, float("-inf")), keys)
+    keys = (-confidence).nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
     tau = _as_float(remask_temperature, "remask_temperature")
     if tau > 0:
         keys = keys / tau + position_gumbel(rng_state, STREAM_REMASK, B, L)

@@ -46,11 +46,11 @@ def sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppres
         ids = ids[(ids >= 0) & (ids < V)]
         suppressed = z.index_select(1, ids)  # kept for the reference, which reads a NaN there as a bad row
         z.index_fill_(1, ids, float("-inf"))
-    # NaN / +inf logits, or nothing drawable (amax propagates NaN)
+    # NaN / +inf logits, or nothing drawable (amax propagates NaN; NaN < inf is false)
     row_max = z.amax(dim=1)
-    leftover = ~torch.isfinite(row_max)
+    leftover = ~(row_max.abs() < float("inf"))
     if ids is not None:
-        leftover |= (torch.isnan(suppressed) | torch.isposinf(suppressed)).any(dim=1)
+        leftover |= ~(suppressed < float("inf")).all(dim=1)
     # logits / T beyond the fp32 range: the reference reads them as undrawable (division is monotonic)
     if 0 < t < 1:
         leftover |= torch.isposinf(row_max / t)
