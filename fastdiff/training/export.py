@@ -21,10 +21,11 @@ def export(run_dir: Union[str, Path], out_dir: Union[str, Path], dtype: torch.dt
     """Write a run's checkpoint as a standard Hugging Face model directory.
 
     ``out_dir`` gets ``config.json``, one ``model.safetensors`` in ``dtype``, the run's tokenizer
-    (``model_max_length`` set to the training window) and ``training.json`` (the run's settings, the
-    corpus manifest summary, the steps done, the base model of a fine-tuned run, whose ``config.json``
-    then says the architecture (the from-scratch size settings are left out), and the weights' SHA-256). It loads offline with
-    ``AutoModelForMaskedLM`` / ``AutoModelForCausalLM`` and ``AutoTokenizer``.
+    (``model_max_length`` set to the training window) and ``training.json``: the run's settings, the
+    corpus manifest summary, the steps done, the base model of a fine-tuned run (whose ``config.json``
+    then gives the architecture: the from-scratch size settings are left out) and the weights'
+    SHA-256. It loads offline with ``AutoModelForMaskedLM`` / ``AutoModelForCausalLM`` and
+    ``AutoTokenizer``.
 
     Args:
         run_dir: a run directory of :func:`fastdiff.training.loop.train`.
