@@ -137,17 +137,18 @@ class StepBreakdown:
 @torch.no_grad()
 def demo_breakdown(repeats: int = 7) -> Dict[str, object]:
     """The bundled demo model on the CPU at the demo command's settings (``fastdiff demo``: its prompt,
-    sampler settings, 24 steps, 48 tokens, batch 1, the current torch threads): the full forward of
+    sampler settings, default steps and length, batch 1, the current torch threads): the full forward of
     the canvas, a step with the full LM head and with the masked-row head (the demo's), and the
     sampler's share of the full-head step. A generation and as many plain forwards as it has steps are
     timed in turn, ``repeats`` times, and the fastest of each is kept (a shared machine's noise only
     adds time)."""
-    from fastdiff.cli import DEMO_PROMPT, DEMO_SAMPLER
+    from fastdiff.cli import DEMO_PROMPT, DEMO_SAMPLER, build_parser, encode_input
     from fastdiff.pretrained import load_pretrained
 
     model, tokenizer = load_pretrained(None, device="cpu")
-    steps, gen_length = 24, 48
-    prompt = tokenizer(DEMO_PROMPT, return_tensors="pt", add_special_tokens=True)["input_ids"]
+    demo = build_parser().parse_args(["demo"])  # the command's default steps and length
+    steps, gen_length = demo.steps, demo.gen_length
+    prompt = torch.tensor([encode_input(DEMO_PROMPT, tokenizer, tokenizer.mask_token_id).ids])
     canvas = torch.cat([prompt, torch.full((1, gen_length), tokenizer.mask_token_id)], dim=1)
     samplers = {key: Sampler(model, mask_token_id=tokenizer.mask_token_id, steps=steps, seed=0, masked_head=head,
                              **DEMO_SAMPLER) for head, key in ((False, "full_head"), (True, "masked_head"))}

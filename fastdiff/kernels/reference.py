@@ -260,9 +260,6 @@ def _sample_in_chunks(gather, address, V, rng_state, row_sampler, temperature=0.
     """``row_sampler`` (:func:`_sample_rows` or its fast twin) over ``len(address)`` rows, a chunk of rows
     at a time; ``gather(slice)`` returns those rows of logits."""
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(V, 1))
-    if len(address) <= rows_per_chunk:  # one chunk: no concatenation
-        return row_sampler(gather(slice(None)).to(torch.float32), address, rng_state, temperature, top_k, top_p,
-                           score, suppress_ids, score_temperature)
     tokens, scores = [], []
     for start in range(0, len(address), rows_per_chunk):
         rows = slice(start, start + rows_per_chunk)
@@ -270,6 +267,8 @@ def _sample_in_chunks(gather, address, V, rng_state, row_sampler, temperature=0.
                              score, suppress_ids, score_temperature)
         tokens.append(tok)
         scores.append(s)
+    if len(tokens) == 1:  # one chunk: no concatenation
+        return tokens[0], scores[0]
     return torch.cat(tokens), torch.cat(scores)
 
 

@@ -48,7 +48,7 @@ def sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppres
         z.index_fill_(1, ids, float("-inf"))
     # NaN / +inf logits, or nothing drawable (amax propagates NaN; NaN < inf is false)
     row_max = z.amax(dim=1)
-    leftover = ~(row_max.abs() < float("inf"))
+    leftover = ~torch.isfinite(row_max)
     if ids is not None:
         leftover |= ~(suppressed < float("inf")).all(dim=1)
     # logits / T beyond the fp32 range: the reference reads them as undrawable (division is monotonic)
