@@ -14,6 +14,7 @@ from fastdiff.backend import BACKENDS, cuda_graphs_supported, resolve_backend
 from fastdiff.config import SamplerConfig
 from fastdiff.model import ModelRunner
 from fastdiff.plan import can_stop_early, make_plan, row_buckets
+from fastdiff.host_step import run_on_host, runs_on_host
 from fastdiff.step import Denoiser, Hooks, StepState, new_state, raise_if_bad, run_eagerly
 from fastdiff.text import as_id_batch
 from fastdiff.validation import (check_attention, check_callable, check_canvas_length, check_choice, check_eos,
@@ -311,8 +312,9 @@ class Sampler:
                                         progress=progress)
             if replayed is not None:
                 return _output(*replayed)
-        history = run_eagerly(denoise, state, plan, row_buckets(plan, config, uses_head, False, B, L),
-                              keep_history=config.return_history, progress=progress)
+        run = run_on_host if runs_on_host(config, backend, state.canvas.device, bool(hooks)) else run_eagerly
+        history = run(denoise, state, plan, row_buckets(plan, config, uses_head, False, B, L),
+                      keep_history=config.return_history, progress=progress)
         return _output(state, history)
 
     def _graphs_wanted(self, hooks: Hooks, device: torch.device, backend: str, streaming: bool) -> bool:

@@ -226,7 +226,7 @@ class Denoiser:
         if self.config.edits:
             self._edit(st, plan.step_block[g], tokens, probabilities, editable_now, masked)
         if st.eos_ids is not None:  # redrawn tokens are final only at the block's end
-            _finish_rows_at_eos(st, self.mask_token_id, last if self.config.resamples else None)
+            finish_rows_at_eos(st, self.mask_token_id, last if self.config.resamples else None)
         st.step.add_(1)
         return logits
 
@@ -268,20 +268,13 @@ class Denoiser:
         st.edit_budget.copy_(torch.where(after_fill, spent, st.edit_budget))
 
     def _sedd_reveals(self, st: StepState, rate, log_scores, eligible) -> torch.Tensor:
-        """SEDD's absorbing predictors: each masked position moves to a token with probability
-        ``min(1, rate * S)``, ``S = sum_j exp(log_score_j)`` over the tokens (the mask's own score left
-        out); ``rate`` is ``inf`` at the denoising step (everything is revealed)."""
-        # the Euler / analytic categorical: tokens a s_j, the mask 1 - a S (clipped at 0 as SEDD's sampling
-        # of a negative weight never picks it); the token's law given a move is s_j / S, drawn already
-        if self.backend == "torch":  # eager: the masked rows only (a copy, so the mask's score can go)
-            rows = log_scores[eligible].float()
-            rows[:, self.mask_token_id] = float("-inf")
-            log_total = torch.zeros(eligible.shape, device=rows.device).masked_scatter(eligible,
-                                                                                      torch.logsumexp(rows, dim=-1))
+        """SEDD's absorbing predictors (:func:`sedd_move_probability`) at the eligible positions."""
+        if self.backend == "torch":  # eager: the masked rows only
+            moves = sedd_move_probability(rate, log_scores[eligible], self.mask_token_id)
+            prob = torch.zeros(eligible.shape, device=moves.device).masked_scatter(eligible, moves)
         else:  # static shapes for CUDA graphs: every position
-            mask_index = torch.full((1,), self.mask_token_id, dtype=torch.int64, device=log_scores.device)
-            log_total = torch.logsumexp(log_scores.float().index_fill(-1, mask_index, float("-inf")), dim=-1)
-        prob = torch.exp((torch.log(rate) + log_total).clamp(max=0.0))
+            prob = sedd_move_probability(rate, log_scores.reshape(-1, log_scores.shape[-1]),
+                                         self.mask_token_id).reshape(eligible.shape)
         return reference.reveal_reference(eligible, prob, st.rng)
 
     def _remask_counts(self, st: StepState, selected, last) -> Optional[torch.Tensor]:
@@ -320,7 +313,8 @@ class Denoiser:
             if any(i >= vocab for i in getattr(self.config, name)):
                 raise ValueError(f"{name} must lie in [0, {vocab}), got {list(getattr(self.config, name))}")
 
-    def _sample_options(self, st: StepState) -> dict:
+    def sample_options(self, st: StepState) -> dict:
+        """The sampling op's keywords for the step (temperature, filters, score, suppressed ids)."""
         config, params = self.config, st.params
         return dict(temperature=st.token_temperature,
                     top_k=params["top_k"] if config.top_k is not None else None,
@@ -330,6 +324,14 @@ class Denoiser:
 
     def _sample_full(self, st: StepState, eligible, step_index: int):
         """The whole model, then sampling at the eligible positions; returns tokens, scores, logits."""
+        logits, shift = self.full_logits(st, step_index)
+        tokens, scores = ops.dispatch_sample_masked(self.backend, logits, eligible, st.rng, logits_shift=shift,
+                                                    **self.sample_options(st))
+        return tokens, scores, logits
+
+    def full_logits(self, st: StepState, step_index: int):
+        """The whole model's logits ``[B, L, V]`` of the canvas (guided, hooked, begin-suppressed) and
+        whether sampling still has to shift them (``logits_shift`` not yet applied)."""
         ids, attention, positions, time = self._model_inputs(st)
         raw = self.runner(ids, attention, positions) if time is None else self.runner(ids, attention, positions, time)
         logits = self._guide(raw.to(st.canvas.device), st)  # a split model's logits come from its last device
@@ -346,9 +348,7 @@ class Denoiser:
             # the first generated position reads the logits of the column before it when the op shifts them
             column = st.begin_position - 1 if shift and st.begin_position > 0 else st.begin_position
             logits[:, column].index_fill_(-1, st.begin_suppress_ids, float("-inf"))
-        tokens, scores = ops.dispatch_sample_masked(self.backend, logits, eligible, st.rng, logits_shift=shift,
-                                                    **self._sample_options(st))
-        return tokens, scores, logits
+        return logits, shift
 
     def _sample_rows(self, st: StepState, eligible, bucket: int):
         """The encoder, then the LM head on ``bucket`` gathered rows: the eligible positions in canvas
@@ -359,26 +359,33 @@ class Denoiser:
         slot = torch.where(flat & (slot < bucket), slot, bucket)  # slot `bucket` is a dump
         row_ids = torch.full((bucket + 1,), -1, dtype=torch.int64, device=flat.device)
         row_ids = row_ids.scatter(0, slot, torch.arange(B * L, device=flat.device))[:bucket]
+        row_tokens, row_scores = ops.dispatch_sample_rows(self.backend, self.row_logits(st, row_ids), row_ids, st.rng,
+                                                          L, **self.sample_options(st))
+        target = torch.where(row_ids >= 0, row_ids, B * L)
+        tokens = torch.full((B * L + 1,), -1, dtype=torch.int64, device=flat.device).scatter(0, target, row_tokens)
+        scores = torch.full((B * L + 1,), float("-inf"), device=flat.device).scatter(0, target, row_scores)
+        return tokens[:-1].reshape(B, L), scores[:-1].reshape(B, L)
+
+    def row_logits(self, st: StepState, row_ids: torch.Tensor) -> torch.Tensor:
+        """The encoder, then the LM head on the rows ``row_ids`` (int64 ``[R]``, canvas positions
+        ``b * L + l``; ``-1``: padding, which reads position 0): logits ``[R, V]``, guided and
+        begin-suppressed."""
+        L = st.canvas.shape[1]
         source = row_ids.clamp(min=0)
         if self.config.logits_shift:  # position l reads the hidden state of l - 1 (position 0 its own)
             source = source - (source % L > 0).to(torch.int64)
         hidden = self.runner.encode(*self._model_inputs(st)[:3])  # (time-conditioned models run whole)
         hidden = hidden.reshape(-1, hidden.shape[-1])
         source = source.to(hidden.device)  # the head's rows stay where the encoder left them (device_map)
-        rows = torch.cat([hidden[source], hidden[source + B * L]]) if self.config.cfg_scale > 0 else hidden[source]
-        logits = self._guide(self.runner.head(rows).to(flat.device), st)
+        rows = (torch.cat([hidden[source], hidden[source + st.canvas.numel()]]) if self.config.cfg_scale > 0
+                else hidden[source])
+        logits = self._guide(self.runner.head(rows).to(row_ids.device), st)
         self._check_vocab(logits.shape[-1])
         if st.begin_suppress_ids is not None:  # the rows of the first generated position (static shapes)
             first = (row_ids >= 0) & (row_ids % L == st.begin_position)
             kept = logits.index_select(1, st.begin_suppress_ids).masked_fill(first[:, None], float("-inf"))
             logits.index_copy_(1, st.begin_suppress_ids, kept)
-        row_tokens, row_scores = ops.dispatch_sample_rows(self.backend, logits, row_ids, st.rng, L,
-                                                          **self._sample_options(st))
-        target = torch.where(row_ids >= 0, row_ids, B * L)
-        tokens = torch.full((B * L + 1,), -1, dtype=torch.int64, device=flat.device).scatter(0, target, row_tokens)
-        scores = torch.full((B * L + 1,), float("-inf"), device=flat.device).scatter(0, target, row_scores)
-        return tokens[:-1].reshape(B, L), scores[:-1].reshape(B, L)
-
+        return logits
 
 def run_eagerly(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Optional[int]], *, keep_history: bool,
                 progress: Optional[Callable[[int, int], None]]) -> Optional[List[torch.Tensor]]:
@@ -411,7 +418,7 @@ def raise_if_bad(st: StepState) -> None:
         raise ValueError(f"the model returned NaN or +inf logits (or logits leaving no token to draw) at step {bad_step}")
 
 
-def _finish_rows_at_eos(st: StepState, mask_token_id: int, allowed: Optional[torch.Tensor] = None) -> None:
+def finish_rows_at_eos(st: StepState, mask_token_id: int, allowed: Optional[torch.Tensor] = None) -> None:
     """A row is finished once its first generated EOS has nothing masked before it; the positions after
     that EOS become the same EOS token. ``allowed``: a bool ``[]`` that must hold too (None: always)."""
     B, L = st.canvas.shape
@@ -430,6 +437,18 @@ def _finish_rows_at_eos(st: StepState, mask_token_id: int, allowed: Optional[tor
     st.canvas.copy_(torch.where(after, eos_token, st.canvas))
     st.confidence.masked_fill_(after, float("nan"))
     st.done.logical_or_(newly_done)
+
+
+def sedd_move_probability(rate: torch.Tensor, log_scores: torch.Tensor, mask_token_id: int) -> torch.Tensor:
+    """fp32 ``[N]``: the probability that each of ``N`` masked positions moves to a token under SEDD's
+    absorbing predictors, ``min(1, rate * S)`` with ``S = sum_j exp(log_score_j)`` over the tokens (the
+    mask's own score left out). ``rate``: fp32 ``[]``, ``inf`` at the denoising step (everything is
+    revealed); ``log_scores``: ``[N, V]``, not modified."""
+    # the Euler / analytic categorical: tokens a s_j, the mask 1 - a S (clipped at 0 as SEDD's sampling
+    # of a negative weight never picks it); the token's law given a move is s_j / S, drawn already
+    mask_index = torch.full((1,), mask_token_id, dtype=torch.int64, device=log_scores.device)
+    log_total = torch.logsumexp(log_scores.float().index_fill(-1, mask_index, float("-inf")), dim=-1)
+    return torch.exp((torch.log(rate) + log_total).clamp(max=0.0))
 
 
 def factor_counts(scores: torch.Tensor, eligible: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:

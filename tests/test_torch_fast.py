@@ -142,3 +142,23 @@ def test_a_nucleus_longer_than_the_first_guess_grows_next_to_tied_rows(monkeypat
     got = _both(z, 0, temperature=1.0, top_p=0.9, score="confidence")[0]
     _assert_same(got, expected)
     assert handed[1:] == []
+
+
+@pytest.mark.parametrize("mode", [dict(temperature=1.0, score="confidence"), dict(temperature=0.7, score="entropy"),
+                                  dict(temperature=1.5, score="margin")],
+                         ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()))
+def test_peaked_rows_draw_noise_only_where_it_can_win(mode, monkeypatch, fresh_seed):
+    """Logits spread wider than the noise's range (-2.8 to 16.6): a column more than that below the
+    row's best cannot win the Gumbel-max draw, so it gets no noise, and the draw is still the reference's."""
+    g = torch.Generator().manual_seed(fresh_seed)
+    z = torch.randn(16, 1000, generator=g) * 30
+    z[3, :] = 0.0
+    z[3, 17] = z[3, 400] = 19.0  # a tie within the range: both contend
+    expected = _both(z, fresh_seed, **mode)[1]
+    drawn = []
+    noise = reference.gumbel_noise
+    monkeypatch.setattr(reference, "gumbel_noise", lambda *args: drawn.append(noise(*args)) or drawn[-1])
+    got = _both(z, fresh_seed, **mode)[0]
+    _assert_same(got, expected)
+    fast_draws = sum(d.numel() for d in drawn) - z.numel()  # the reference's own draws are dense
+    assert 0 < fast_draws < z.numel() // 4

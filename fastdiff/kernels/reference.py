@@ -96,7 +96,7 @@ def row_keys(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, index: to
 
 def row_positions(rng_state: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Canvas positions counted from each row's origin: ``positions - origin[rows]`` (broadcast)."""
-    return positions.to(torch.int64) - rng_state[rows, 2].to(torch.int64)
+    return positions.to(torch.int64) - rng_state[:, 2].to(torch.int64)[rows]
 
 
 def uniform_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, index: torch.Tensor,
@@ -210,19 +210,27 @@ def sample_masked_reference(
     where = mask.nonzero(as_tuple=False)
     if where.numel():
         b_idx, l_idx = where[:, 0], where[:, 1]
-        source = (l_idx - 1).clamp(min=0) if logits_shift else l_idx
-        address = torch.stack([b_idx, row_positions(rng_state, b_idx, l_idx)], dim=1)
-        if logits.is_contiguous():  # index_select on the [B * L, V] view: a plain row copy
-            flat, flat_rows = logits.view(B * L, V), b_idx * L + source
-            gather = lambda rows: flat.index_select(0, flat_rows[rows])  # noqa: E731
-        else:
-            gather = lambda rows: logits[b_idx[rows], source[rows]]  # noqa: E731
-        tok, s = _sample_in_chunks(gather, address, V, rng_state,
-                                   row_sampler or _sample_rows, temperature=temperature, top_k=top_k, top_p=top_p,
-                                   score=score, suppress_ids=suppress_ids, score_temperature=score_temperature)
+        tok, s = sample_positions(logits, b_idx, l_idx, rng_state, logits_shift=logits_shift, row_sampler=row_sampler,
+                                  temperature=temperature, top_k=top_k, top_p=top_p, score=score,
+                                  suppress_ids=suppress_ids, score_temperature=score_temperature)
         tokens[b_idx, l_idx] = tok
         scores[b_idx, l_idx] = s
     return tokens, scores
+
+
+def sample_positions(logits: torch.Tensor, b_idx: torch.Tensor, l_idx: torch.Tensor, rng_state: torch.Tensor, *,
+                     logits_shift: bool = False, row_sampler: Optional[Callable] = None, **options):
+    """:func:`sample_masked_reference` at the positions ``(b_idx, l_idx)`` (int64 ``[N]`` each, in
+    canvas order), with its keywords: ``(tokens, scores)`` of shape ``[N]`` (``N >= 1``)."""
+    B, L, V = logits.shape
+    source = (l_idx - 1).clamp(min=0) if logits_shift else l_idx
+    address = torch.stack([b_idx, row_positions(rng_state, b_idx, l_idx)], dim=1)
+    if logits.is_contiguous():  # index_select on the [B * L, V] view: a plain row copy
+        flat, flat_rows = logits.view(B * L, V), b_idx * L + source
+        gather = lambda rows: flat.index_select(0, flat_rows[rows])  # noqa: E731
+    else:
+        gather = lambda rows: logits[b_idx[rows], source[rows]]  # noqa: E731
+    return _sample_in_chunks(gather, address, V, rng_state, row_sampler or _sample_rows, **options)
 
 
 def sample_rows_reference(logits_rows: torch.Tensor, row_ids: torch.Tensor, rng_state: torch.Tensor,

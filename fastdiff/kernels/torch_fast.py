@@ -19,7 +19,9 @@ nucleus holds more than an eighth of the vocabulary (near-flat rows).
 """
 from __future__ import annotations
 
+import functools
 import math
+import operator
 
 import torch
 
@@ -39,48 +41,72 @@ def sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppres
     k = V if top_k is None else min(int(reference._as_float(top_k, "top_k")), V)
     p = 1.0 if top_p is None else reference._as_float(top_p, "top_p")
     score_t = None if score_temperature is None else reference._as_float(score_temperature, "score_temperature")
+    if score_t is not None and score_t == (t if t > 0 else 1.0):  # the sampling distribution itself
+        score_t = None
     options = (temperature, top_k, top_p, score, suppress_ids, score_temperature)
-    ids = None
-    if suppress_ids is not None:
-        ids = torch.as_tensor(suppress_ids, dtype=torch.int64, device=z.device).reshape(-1)
-        ids = ids[(ids >= 0) & (ids < V)]
-        suppressed = z.index_select(1, ids)  # kept for the reference, which reads a NaN there as a bad row
-        z.index_fill_(1, ids, float("-inf"))
-    # NaN / +inf logits, or nothing drawable (amax propagates NaN; NaN < inf is false)
-    row_max = z.amax(dim=1)
-    leftover = ~torch.isfinite(row_max)
-    if ids is not None:
-        leftover |= ~(suppressed < float("inf")).all(dim=1)
-    # logits / T beyond the fp32 range: the reference reads them as undrawable (division is monotonic)
+    # a row with NaN / +inf anywhere (suppressed columns too), or nothing drawable once the suppressed
+    # ids are -inf, gets (-1, NaN) as in the reference: there row_max - drawable_max is NaN or +inf
+    usable, drawable_max = _usable(z, suppress_ids)
+    # rows for the reference itself: logits / T beyond the fp32 range (it reads them as undrawable;
+    # division is monotonic), and rows the selection below cannot prove
+    leftover = []
     if 0 < t < 1:
-        leftover |= torch.isposinf(row_max / t)
+        leftover.append(torch.isposinf(drawable_max / t))
     if score_t is not None and score_t < 1:
-        leftover |= torch.isposinf(row_max / score_t)
+        leftover.append(torch.isposinf(drawable_max / score_t))
     if k < V:
         raw, columns, unproven = _at_least(z, k)  # the top-k candidates, ties at the k-th all kept
-        leftover |= unproven
+        leftover.append(unproven)
     elif p < 1.0:
-        raw, columns, unproven = _nucleus(z, t, p, leftover)
-        leftover |= unproven
+        raw, columns, unproven = _nucleus(z, t, p, ~usable)
+        leftover.append(unproven)
         p = 1.0  # the candidates are the nucleus
     else:
         raw, columns = z, None
     zt = raw / t if t > 0 else raw
-    if not bool(leftover.any()):
+    leftover = functools.reduce(operator.or_, leftover) & usable if leftover else None
+    if bool(usable.all()) and (leftover is None or not bool(leftover.any())):
         return _sample_candidates(zt, raw, columns, address, rng_state, t, p, score, score_t, V)
-    tokens = torch.empty(M, dtype=torch.int64, device=z.device)
-    scores = torch.empty(M, dtype=torch.float32, device=z.device)
-    fast = (~leftover).nonzero()[:, 0]
+    tokens = torch.full((M,), -1, dtype=torch.int64, device=z.device)
+    scores = torch.full((M,), float("nan"), dtype=torch.float32, device=z.device)
+    fast = usable if leftover is None else usable & ~leftover
+    fast = fast.nonzero()[:, 0]
     if len(fast):
         tokens[fast], scores[fast] = _sample_candidates(
             zt[fast], raw[fast], None if columns is None else columns[fast], address[fast], rng_state, t, p,
             score, score_t, V)
-    rows = leftover.nonzero()[:, 0]
-    given = z[rows]
-    if ids is not None:
-        given[:, ids] = suppressed[rows]
-    tokens[rows], scores[rows] = reference._sample_rows(given, address[rows], rng_state, *options)
+    rows = leftover.nonzero()[:, 0] if leftover is not None else []
+    if len(rows):  # their suppressed columns are -inf already, which the reference would set them to
+        tokens[rows], scores[rows] = reference._sample_rows(z[rows], address[rows], rng_state, *options)
     return tokens, scores
+
+
+def drawable_rows(z, suppress_ids):
+    """bool ``[M]``: the fp32 rows ``[M, V]`` (modified in place: the suppressed ids become ``-inf``)
+    that leave a token to draw: no NaN or +inf anywhere, and a finite logit outside ``suppress_ids``."""
+    return _usable(z, suppress_ids)[0]
+
+
+def _usable(z, suppress_ids):
+    """:func:`drawable_rows` and each row's largest drawable logit: where a row holds NaN / +inf, or
+    nothing drawable, ``row_max - drawable_max`` is NaN or +inf (amax propagates NaN)."""
+    row_max = z.amax(dim=1)
+    ids = _suppressed_columns(suppress_ids, z.shape[1], z.device)
+    drawable_max = z.index_fill_(1, ids, float("-inf")).amax(dim=1) if ids is not None else row_max
+    return (row_max - drawable_max) < float("inf"), drawable_max
+
+
+def _suppressed_columns(suppress_ids, V, device):
+    """The suppressed ids inside ``[0, V)`` as an int64 tensor, or ``None`` (filtered on the host: a
+    handful of ids)."""
+    if suppress_ids is None:
+        return None
+    given = torch.as_tensor(suppress_ids, dtype=torch.int64, device=device).reshape(-1)
+    ids = given.tolist()
+    if all(0 <= i < V for i in ids):
+        return given if ids else None
+    ids = [i for i in ids if 0 <= i < V]
+    return torch.tensor(ids, dtype=torch.int64, device=device) if ids else None
 
 
 def _chunks(V, n):
@@ -185,6 +211,36 @@ def _first_argmax(x):
     return x.argmax(dim=1, keepdim=True)
 
 
+def _gumbel_range():
+    """The least and greatest Gumbel noise the stream can draw, ``-log(-log u)`` at its extreme uniforms
+    ``2**-24`` and ``1 - 2**-24``, widened by 0.01 (whatever the rounding of ``log``)."""
+    u = torch.tensor([0.5 / 2 ** 23, (2 ** 23 - 0.5) / 2 ** 23], dtype=torch.float32)
+    low, high = reference._gumbel(u).tolist()
+    return low - 0.01, high + 0.01
+
+
+_GUMBEL_LOW, _GUMBEL_HIGH = _gumbel_range()
+
+
+def _perturbed(zt, columns, address, rng_state, V):
+    """The Gumbel-max keys ``zt + g`` of tempered logits ``[M, C]`` (``columns`` as in
+    :func:`_sample_candidates`), with the noise drawn only where it can decide the draw.
+
+    A column with ``z_j + g_max < z_max + g_min`` loses to the row's largest logit whatever both draws
+    are (fp32 addition rounds monotonically), so its key may stay ``-inf``: on a peaked row most of the
+    vocabulary needs no noise. The keys that are drawn are the reference's, at the same addresses."""
+    contenders = zt + _GUMBEL_HIGH >= zt.amax(dim=1, keepdim=True) + _GUMBEL_LOW
+    if 2 * int(contenders.sum()) > contenders.numel():  # most columns contend: noise for the whole block
+        ids = torch.arange(V, device=zt.device)[None, :] if columns is None else columns
+        return zt + reference.gumbel_noise(rng_state, STREAM_SAMPLE, address[:, :1], address[:, 1:], ids)
+    row, col = contenders.nonzero(as_tuple=True)
+    ids = col if columns is None else columns[row, col]
+    keyed = torch.full_like(zt, float("-inf"))
+    keyed[row, col] = zt[row, col] + reference.gumbel_noise(rng_state, STREAM_SAMPLE, address[row, 0],
+                                                            address[row, 1], ids)
+    return keyed
+
+
 def _sample_candidates(zt, raw, columns, address, rng_state, t, p, score, score_t, V):
     """Draw and score among candidate columns: ``zt`` the tempered logits, ``raw`` the logits (both
     ``[M, C]``, every row with a drawable token and nothing above +inf), ``columns`` their vocabulary
@@ -199,10 +255,7 @@ def _sample_candidates(zt, raw, columns, address, rng_state, t, p, score, score_
         outside = raw < torch.gather(raw, 1, last_kept.clamp(min=0))
         zt = zt.masked_fill(outside, float("-inf"))
         raw = raw.masked_fill(outside, float("-inf"))
-    keyed = zt
-    if t > 0:
-        ids = torch.arange(V, device=zt.device)[None, :] if dense else columns
-        keyed = zt + reference.gumbel_noise(rng_state, STREAM_SAMPLE, address[:, :1], address[:, 1:], ids)
+    keyed = _perturbed(zt, columns, address, rng_state, V) if t > 0 else zt
     if dense:
         at = _first_argmax(keyed)  # the first of tied maxima: the lowest id
         tokens = at

@@ -1,0 +1,215 @@
+"""Eager steps on the CPU with the step's decisions taken on the host.
+
+:class:`fastdiff.step.Denoiser` is written for CUDA graphs: every decision (which step runs next, which
+positions are masked, how many each row commits) is a device tensor of a static shape, about a hundred
+small tensor ops a step. On the CPU the host *is* the device, so :func:`run_on_host` takes those
+decisions in numpy on views of the same state tensors (no copies) and runs torch only where the work
+is: the forward and the sampling of the masked rows of the step's block.
+
+It computes the Denoiser's function (same forwards, same counter-based random stream at the same
+addresses, same ranking rules), so a seed gives the same tokens, scores and forward count on both; the
+rules that change the canvas in other ways (redrawing, token editing, remasking, the factor rule) and
+the per-step hooks stay on the Denoiser (:func:`runs_on_host`).
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional
+
+import numpy as np
+import torch
+
+from fastdiff.config import SamplerConfig
+from fastdiff.kernels import reference, torch_fast
+from fastdiff.kernels.utils import STREAM_REVEAL, STREAM_SELECT
+from fastdiff.plan import Plan
+from fastdiff.step import Denoiser, StepState, finish_rows_at_eos, raise_if_bad, sedd_move_probability
+
+
+def runs_on_host(config: SamplerConfig, backend: str, device: torch.device, hooked: bool) -> bool:
+    """Whether a call's eager steps run on the host: the torch backend on the CPU, without hooks, and
+    none of the rules that put masks back or rewrite committed tokens (or count by the factor rule)."""
+    return (backend == "torch" and device.type == "cpu" and not hooked and not config.resamples
+            and not config.edits and config.remask is None and config.factor is None)
+
+
+class _HostPlan:
+    """The plan's step tensors as host lists (the padded capacity included, as the Denoiser clamps to it)."""
+
+    def __init__(self, plan: Plan):
+        self.step_block = plan.step_block.tolist()
+        self.step_last = plan.step_last.tolist()
+        self.step_counter = plan.step_counter.tolist()
+        self.target_after = plan.target_after.numpy()
+        self.block_first_step = plan.block_first_step.tolist()
+        self.step_greedy = plan.step_greedy.tolist() if plan.step_greedy is not None else None
+        columns = [block.nonzero()[:, 0] for block in plan.block_masks]  # each block is one span of columns
+        self.block_span = [(int(c[0]), int(c[-1]) + 1) for c in columns]
+
+    def next_step(self, step: int, open_columns: np.ndarray) -> Optional[int]:
+        """The step to run from plan step ``step`` on: it, while its block has a masked position to fill
+        (``open_columns``: bool ``[L]``), else the first step of the next block that has one; ``None``
+        when no block has."""
+        step = min(step, len(self.step_block) - 1)
+        for block in range(self.step_block[step], len(self.block_span)):
+            start, end = self.block_span[block]
+            if open_columns[start:end].any():
+                return step if block == self.step_block[step] else self.block_first_step[block]
+        return None
+
+
+def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Optional[int]], *, keep_history: bool,
+                progress: Optional[Callable[[int, int], None]]) -> Optional[List[torch.Tensor]]:
+    """:func:`fastdiff.step.run_eagerly` for a call :func:`runs_on_host` accepts, on CPU state tensors;
+    returns the canvas history (``None`` unless ``keep_history``)."""
+    host = _HostPlan(plan)
+    canvas, confidence, editable, done = st.canvas.numpy(), st.confidence.numpy(), st.editable.numpy(), st.done.numpy()
+    rng = st.rng.numpy()
+    history = [] if keep_history else None
+    choose_first = _chooses_first(denoise.config)
+    step, nfe = 0, 0
+    for call in range(plan.num_steps):
+        work = editable & (canvas == denoise.mask_token_id) & ~done[:, None]
+        step = host.next_step(step, work.any(axis=0))
+        if step is None:
+            break
+        start, end = host.block_span[host.step_block[step]]
+        rows, columns = np.nonzero(work[:, start:end])
+        columns += start
+        nfe += 1
+        rng[:, 1] = host.step_counter[step]
+        if st.time is not None:
+            st.time.copy_(plan.step_time[step])
+        if host.step_greedy is not None:
+            st.token_temperature.copy_(torch.where(torch.tensor(host.step_greedy[step]), 0.0, st.params["temperature"]))
+        b_idx, l_idx = torch.from_numpy(rows), torch.from_numpy(columns)
+        with torch.inference_mode():  # the forward and the draw make tensors no caller sees: no autograd state
+            if choose_first and buckets[call] is None:
+                selected, tokens, scores = _choose_then_draw(denoise, st, host, plan, step, b_idx, l_idx, call)
+            else:
+                tokens, scores = _sample(denoise, st, b_idx, l_idx, buckets[call], call)
+                selected = None
+        tokens, scores = tokens.numpy(), scores.numpy()
+        if st.defer_ids is not None:
+            scores = np.where(np.isin(tokens, st.defer_ids.numpy()), np.float32("-inf"), scores)
+        if np.isnan(scores).any():
+            st.bad_step.fill_(nfe - 1)
+            raise_if_bad(st)
+        if selected is None:
+            selected = _select(denoise, st, host, step, b_idx, l_idx, scores)
+        commit = selected & (tokens >= 0)
+        canvas[rows[commit], columns[commit]] = tokens[commit]
+        confidence[rows[commit], columns[commit]] = scores[commit]
+        if st.eos_ids is not None:
+            finish_rows_at_eos(st, denoise.mask_token_id)
+        step += 1
+        if history is not None:
+            history.append(st.canvas.clone())
+        if progress is not None:
+            progress(call + 1, plan.num_steps)
+    st.step.fill_(step if step is not None else plan.num_steps)
+    st.nfe.fill_(nfe)
+    st.work_left.fill_(bool((editable & (canvas == denoise.mask_token_id) & ~done[:, None]).any()))
+    return history
+
+
+def _choose_then_draw(denoise: Denoiser, st: StepState, host: _HostPlan, plan: Plan, step: int, b_idx: torch.Tensor,
+                      l_idx: torch.Tensor, call: int):
+    """For the rules whose choice of positions ignores the tokens (:func:`_chooses_first`): the whole
+    model, the positions to commit (bool ``[N]``), then tokens and scores (``[N]``). With every
+    temperature 0 or at least 1, ``logits / T`` stays in the fp32 range, so a row fails to give a token
+    only through its logits (NaN, +inf, or nothing outside the suppressed ids): every masked row is
+    checked for that, and tokens are drawn at the chosen positions only (``-1`` / ``-inf`` elsewhere);
+    otherwise at every position, as the Denoiser draws them."""
+    logits, shift = denoise.full_logits(st, call)
+    B, L, V = logits.shape
+    source = (l_idx - 1).clamp(min=0) if shift else l_idx
+    rows = logits.reshape(B * L, V).index_select(0, b_idx * L + source)
+    if denoise.config.sedd:
+        moves = sedd_move_probability(plan.step_rate[step], rows, denoise.mask_token_id)
+        selected = (_position_uniform(st, STREAM_REVEAL, b_idx, l_idx) < moves).numpy()
+    else:
+        selected = _select(denoise, st, host, step, b_idx, l_idx, None)
+    options = denoise.sample_options(st)
+    config = denoise.config
+    if not all(t is None or t == 0 or t >= 1 for t in (config.temperature, config.score_temperature)):
+        return selected, *reference.sample_positions(logits, b_idx, l_idx, st.rng, logits_shift=shift,
+                                                     row_sampler=torch_fast.sample_rows, **options)
+    tokens = torch.full((len(b_idx),), -1, dtype=torch.int64)
+    scores = torch.full((len(b_idx),), float("-inf"))
+    if not bool(torch_fast.drawable_rows(rows.float(), options["suppress_ids"]).all()):
+        return selected, tokens, scores.fill_(float("nan"))  # the caller's check raises
+    chosen = torch.from_numpy(np.flatnonzero(selected))
+    if len(chosen):
+        tokens[chosen], scores[chosen] = reference.sample_positions(
+            logits, b_idx[chosen], l_idx[chosen], st.rng, logits_shift=shift, row_sampler=torch_fast.sample_rows,
+            **options)
+    return selected, tokens, scores
+
+
+def _chooses_first(config: SamplerConfig) -> bool:
+    """Whether a step's choice of positions ignores the tokens drawn: SEDD's reveals, and uniform
+    positions without a threshold."""
+    return config.sedd or (config.unmask in ("random", "ancestral") and config.threshold is None)
+
+
+def _sample(denoise: Denoiser, st: StepState, b_idx: torch.Tensor, l_idx: torch.Tensor, bucket: Optional[int],
+            call: int):
+    """Tokens and scores (``[N]``) at the positions ``(b_idx, l_idx)``: the whole model (``bucket``
+    None), else the LM head on ``bucket`` rows, the positions first (as the Denoiser pads them)."""
+    options = denoise.sample_options(st)
+    if bucket is None:
+        logits, shift = denoise.full_logits(st, call)
+        return reference.sample_positions(logits, b_idx, l_idx, st.rng, logits_shift=shift,
+                                          row_sampler=torch_fast.sample_rows, **options)
+    L = st.canvas.shape[1]
+    n = min(len(b_idx), bucket)
+    row_ids = torch.full((bucket,), -1, dtype=torch.int64)
+    row_ids[:n] = (b_idx * L + l_idx)[:n]
+    tokens, scores = reference.sample_rows_reference(denoise.row_logits(st, row_ids), row_ids, st.rng, L,
+                                                     row_sampler=torch_fast.sample_rows, **options)
+    if n < len(b_idx):  # positions past the bucket draw nothing this step (the Denoiser's dump slot)
+        tokens = torch.cat([tokens, torch.full((len(b_idx) - n,), -1, dtype=torch.int64)])
+        scores = torch.cat([scores, torch.full((len(b_idx) - n,), float("-inf"))])
+    return tokens[:len(b_idx)], scores[:len(b_idx)]
+
+
+def _position_uniform(st: StepState, stream: int, b_idx: torch.Tensor, l_idx: torch.Tensor) -> torch.Tensor:
+    """fp32 ``[N]``: ``reference.position_uniform``'s numbers of ``stream`` at the positions ``(b_idx, l_idx)``."""
+    columns = reference.row_positions(st.rng, b_idx, l_idx)
+    return reference.uniform_noise(st.rng, stream, b_idx, torch.zeros((), dtype=torch.int64), columns)
+
+
+def _select(denoise: Denoiser, st: StepState, host: _HostPlan, step: int, b_idx: torch.Tensor, l_idx: torch.Tensor,
+            scores: Optional[np.ndarray]) -> np.ndarray:
+    """bool ``[N]``: the positions of the step to commit, by ``select_topk_reference``'s rules (the
+    ``k`` best of each row, ties to the lowest index, Gumbel-perturbed with a position temperature;
+    threshold: those at or above it, at least one and at most ``k``), in numpy's fp32. ``scores``: fp32
+    ``[N]``, or ``None`` for the uniform rules, which do not read them."""
+    config, params = denoise.config, st.params
+    B, rows = st.canvas.shape[0], b_idx.numpy()
+    n_masked = np.bincount(rows, minlength=B)
+    k = np.maximum(n_masked - host.target_after[:, step], 0)
+    if config.unmask in ("random", "ancestral"):  # uniform positions: Gumbel-top-k of equal scores
+        keys, tau = np.zeros(len(rows), dtype=np.float32), 1.0
+    else:
+        keys = np.where(np.isnan(scores), np.float32("-inf"), scores)  # NaN ranks below every number
+        tau = reference._as_float(params["position_temperature"], "position_temperature")
+    if tau > 0:
+        gumbel = reference._gumbel(_position_uniform(st, STREAM_SELECT, b_idx, l_idx)).numpy()
+        keys = keys / np.float32(tau) + gumbel
+    tier = np.ones(len(rows), dtype=bool)
+    if config.threshold is not None:
+        if not config.schedule_cap:
+            k = n_masked
+        threshold = float("-inf") if host.step_last[step] else reference._as_float(params["threshold"], "threshold")
+        above = scores >= np.float32(threshold)
+        n_above = np.bincount(rows[above], minlength=B)
+        use_above = n_above > 0
+        tier = np.where(use_above[rows], above, True)
+        k = np.minimum(k, np.where(use_above, n_above, 1))
+    order = np.lexsort((np.negative(keys), ~tier, rows))  # by row, tier first, larger key, lower index
+    ranked_rows = rows[order]
+    rank = np.arange(len(rows)) - np.searchsorted(ranked_rows, ranked_rows)  # rank within the row
+    chosen = np.zeros(len(rows), dtype=bool)
+    chosen[order] = tier[order] & (rank < k[ranked_rows])
+    return chosen
