@@ -220,6 +220,8 @@ def _gumbel_range():
 
 
 _GUMBEL_LOW, _GUMBEL_HIGH = _gumbel_range()
+_SPARSE_NOISE_SHARE = 8  # noise only at the contenders when they are under 1 / 8 of the columns
+_CONTENDER_SAMPLE = 256  # the columns that estimate that share
 
 
 def _perturbed(zt, columns, address, rng_state, V):
@@ -229,8 +231,14 @@ def _perturbed(zt, columns, address, rng_state, V):
     A column with ``z_j + g_max < z_max + g_min`` loses to the row's largest logit whatever both draws
     are (fp32 addition rounds monotonically), so its key may stay ``-inf``: on a peaked row most of the
     vocabulary needs no noise. The keys that are drawn are the reference's, at the same addresses."""
-    contenders = zt + _GUMBEL_HIGH >= zt.amax(dim=1, keepdim=True) + _GUMBEL_LOW
-    if 2 * int(contenders.sum()) > contenders.numel():  # most columns contend: noise for the whole block
+    floor = zt.amax(dim=1, keepdim=True) + _GUMBEL_LOW  # a contender's logit plus the largest noise reaches it
+    # scattered draws cost several times a dense one per element (keys per element, gathers): worth it
+    # when few columns contend, which the first columns estimate before the whole block is compared
+    sample = zt[:, :_CONTENDER_SAMPLE]
+    contenders = None
+    if _SPARSE_NOISE_SHARE * int((sample + _GUMBEL_HIGH >= floor).sum()) <= sample.numel():
+        contenders = zt + _GUMBEL_HIGH >= floor
+    if contenders is None or _SPARSE_NOISE_SHARE * int(contenders.sum()) > contenders.numel():
         ids = torch.arange(V, device=zt.device)[None, :] if columns is None else columns
         return zt + reference.gumbel_noise(rng_state, STREAM_SAMPLE, address[:, :1], address[:, 1:], ids)
     row, col = contenders.nonzero(as_tuple=True)
