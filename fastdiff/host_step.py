@@ -122,11 +122,10 @@ def _choose_then_draw(denoise: Denoiser, st: StepState, host: _HostPlan, plan: P
     otherwise at every position, as the Denoiser draws them."""
     logits, shift = denoise.full_logits(st, call)
     B, L, V = logits.shape
-    source = (l_idx - 1).clamp(min=0) if shift else l_idx
-    rows = logits.reshape(B * L, V).index_select(0, b_idx * L + source)
+    rows = logits.reshape(B * L, V).index_select(0, reference.source_rows(b_idx, l_idx, L, shift))
     if denoise.config.sedd:
         moves = sedd_move_probability(plan.step_rate[step], rows, denoise.mask_token_id)
-        selected = (_position_uniform(st, STREAM_REVEAL, b_idx, l_idx) < moves).numpy()
+        selected = (reference.uniform_at(st.rng, STREAM_REVEAL, b_idx, l_idx) < moves).numpy()
     else:
         selected = _select(denoise, st, host, step, b_idx, l_idx, None)
     options = denoise.sample_options(st)
@@ -173,12 +172,6 @@ def _sample(denoise: Denoiser, st: StepState, b_idx: torch.Tensor, l_idx: torch.
     return tokens[:len(b_idx)], scores[:len(b_idx)]
 
 
-def _position_uniform(st: StepState, stream: int, b_idx: torch.Tensor, l_idx: torch.Tensor) -> torch.Tensor:
-    """fp32 ``[N]``: ``reference.position_uniform``'s numbers of ``stream`` at the positions ``(b_idx, l_idx)``."""
-    columns = reference.row_positions(st.rng, b_idx, l_idx)
-    return reference.uniform_noise(st.rng, stream, b_idx, torch.zeros((), dtype=torch.int64), columns)
-
-
 def _select(denoise: Denoiser, st: StepState, host: _HostPlan, step: int, b_idx: torch.Tensor, l_idx: torch.Tensor,
             scores: Optional[np.ndarray]) -> np.ndarray:
     """bool ``[N]``: the positions of the step to commit, by ``select_topk_reference``'s rules (the
@@ -195,7 +188,7 @@ def _select(denoise: Denoiser, st: StepState, host: _HostPlan, step: int, b_idx:
         keys = np.where(np.isnan(scores), np.float32("-inf"), scores)  # NaN ranks below every number
         tau = reference._as_float(params["position_temperature"], "position_temperature")
     if tau > 0:
-        gumbel = reference._gumbel(_position_uniform(st, STREAM_SELECT, b_idx, l_idx)).numpy()
+        gumbel = reference._gumbel(reference.uniform_at(st.rng, STREAM_SELECT, b_idx, l_idx)).numpy()
         keys = keys / np.float32(tau) + gumbel
     tier = np.ones(len(rows), dtype=bool)
     if config.threshold is not None:

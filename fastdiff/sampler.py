@@ -12,9 +12,9 @@ import torch
 from fastdiff import graphs, ops, streaming
 from fastdiff.backend import BACKENDS, cuda_graphs_supported, resolve_backend
 from fastdiff.config import SamplerConfig
+from fastdiff.host_step import run_on_host, runs_on_host
 from fastdiff.model import ModelRunner
 from fastdiff.plan import can_stop_early, make_plan, row_buckets
-from fastdiff.host_step import run_on_host, runs_on_host
 from fastdiff.step import Denoiser, Hooks, StepState, new_state, raise_if_bad, run_eagerly
 from fastdiff.text import as_id_batch
 from fastdiff.validation import (check_attention, check_callable, check_canvas_length, check_choice, check_eos,

@@ -387,6 +387,7 @@ class Denoiser:
             logits.index_copy_(1, st.begin_suppress_ids, kept)
         return logits
 
+
 def run_eagerly(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Optional[int]], *, keep_history: bool,
                 progress: Optional[Callable[[int, int], None]]) -> Optional[List[torch.Tensor]]:
     """Run the planned steps one by one on the host until no work is left, with the hooks; returns the

@@ -138,8 +138,13 @@ def gumbel_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, index
 
 def position_uniform(rng_state: torch.Tensor, stream: int, B: int, L: int) -> torch.Tensor:
     """Uniform noise ``[B, L]`` of the per-position ops: index 0, column ``l - origin_b``."""
-    rows = torch.arange(B, device=rng_state.device)[:, None]
-    cols = row_positions(rng_state, rows, torch.arange(L, device=rng_state.device)[None, :])
+    return uniform_at(rng_state, stream, torch.arange(B, device=rng_state.device)[:, None],
+                      torch.arange(L, device=rng_state.device)[None, :])
+
+
+def uniform_at(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """:func:`position_uniform`'s numbers at the canvas positions ``(rows, positions)`` only (broadcast)."""
+    cols = row_positions(rng_state, rows, positions)
     return uniform_noise(rng_state, stream, rows, torch.zeros((), dtype=torch.int64, device=rng_state.device), cols)
 
 
@@ -223,12 +228,12 @@ def sample_positions(logits: torch.Tensor, b_idx: torch.Tensor, l_idx: torch.Ten
     """:func:`sample_masked_reference` at the positions ``(b_idx, l_idx)`` (int64 ``[N]`` each, in
     canvas order), with its keywords: ``(tokens, scores)`` of shape ``[N]`` (``N >= 1``)."""
     B, L, V = logits.shape
-    source = (l_idx - 1).clamp(min=0) if logits_shift else l_idx
     address = torch.stack([b_idx, row_positions(rng_state, b_idx, l_idx)], dim=1)
     if logits.is_contiguous():  # index_select on the [B * L, V] view: a plain row copy
-        flat, flat_rows = logits.view(B * L, V), b_idx * L + source
+        flat, flat_rows = logits.view(B * L, V), source_rows(b_idx, l_idx, L, logits_shift)
         gather = lambda rows: flat.index_select(0, flat_rows[rows])  # noqa: E731
     else:
+        source = (l_idx - 1).clamp(min=0) if logits_shift else l_idx
         gather = lambda rows: logits[b_idx[rows], source[rows]]  # noqa: E731
     return _sample_in_chunks(gather, address, V, rng_state, row_sampler or _sample_rows, **options)
 
@@ -257,6 +262,12 @@ def sample_rows_reference(logits_rows: torch.Tensor, row_ids: torch.Tensor, rng_
         tokens[valid] = tok
         scores[valid] = s
     return tokens, scores
+
+
+def source_rows(b_idx: torch.Tensor, l_idx: torch.Tensor, L: int, logits_shift: bool = False) -> torch.Tensor:
+    """The rows of the ``[B * L, V]`` logits that the positions ``(b_idx, l_idx)`` are sampled from: their
+    own, or with ``logits_shift`` the one before (position 0 its own)."""
+    return b_idx * L + ((l_idx - 1).clamp(min=0) if logits_shift else l_idx)
 
 
 # rows of fp32 logits handled at once: bounds the [rows, V] temporaries (and keeps them in cache on CPU)
