@@ -13,6 +13,7 @@ the per-step hooks stay on the Denoiser (:func:`runs_on_host`).
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, List, Optional
 
 import numpy as np
@@ -45,14 +46,14 @@ class _HostPlan:
         columns = [block.nonzero()[:, 0] for block in plan.block_masks]  # each block is one span of columns
         self.block_span = [(int(c[0]), int(c[-1]) + 1) for c in columns]
 
-    def next_step(self, step: int, open_columns: np.ndarray) -> Optional[int]:
+    def next_step(self, step: int, work: np.ndarray) -> Optional[int]:
         """The step to run from plan step ``step`` on: it, while its block has a masked position to fill
-        (``open_columns``: bool ``[L]``), else the first step of the next block that has one; ``None``
-        when no block has."""
+        (``work``: bool ``[B, L]``), else the first step of the next block that has one; ``None`` when no
+        block has."""
         step = min(step, len(self.step_block) - 1)
         for block in range(self.step_block[step], len(self.block_span)):
             start, end = self.block_span[block]
-            if open_columns[start:end].any():
+            if work[:, start:end].any():
                 return step if block == self.step_block[step] else self.block_first_step[block]
         return None
 
@@ -66,27 +67,36 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
     rng = st.rng.numpy()
     history = [] if keep_history else None
     choose_first = _chooses_first(denoise.config)
+    options = _host_scalars(denoise.sample_options(st))  # read once: the step's tensors stay as they are
+    temperature = options["temperature"]
+    # plain greedy steps of small fp32 blocks go straight to numpy; the suppressed ids checked once per vocabulary
+    plain_greedy = torch_fast.unfiltered(options["top_k"], options["top_p"], options["score_temperature"])
+    suppressed = functools.lru_cache(maxsize=None)(lambda V: torch_fast.suppressed_columns(options["suppress_ids"], V))
+    ranking = _Ranking(denoise, st)
+    open_slots = editable & (canvas == denoise.mask_token_id)  # updated as tokens are committed
     step, nfe = 0, 0
     for call in range(plan.num_steps):
-        work = editable & (canvas == denoise.mask_token_id) & ~done[:, None]
-        step = host.next_step(step, work.any(axis=0))
+        work = open_slots & ~done[:, None] if st.eos_ids is not None else open_slots
+        step = host.next_step(step, work)
         if step is None:
             break
         start, end = host.block_span[host.step_block[step]]
-        rows, columns = np.nonzero(work[:, start:end])
+        rows, columns = work[:, start:end].nonzero()
         columns += start
         nfe += 1
         rng[:, 1] = host.step_counter[step]
         if st.time is not None:
             st.time.copy_(plan.step_time[step])
         if host.step_greedy is not None:
-            st.token_temperature.copy_(torch.where(torch.tensor(host.step_greedy[step]), 0.0, st.params["temperature"]))
+            options["temperature"] = 0.0 if host.step_greedy[step] else temperature
         b_idx, l_idx = torch.from_numpy(rows), torch.from_numpy(columns)
         with torch.inference_mode():  # the forward and the draw make tensors no caller sees: no autograd state
             if choose_first and buckets[call] is None:
-                selected, tokens, scores = _choose_then_draw(denoise, st, host, plan, step, b_idx, l_idx, call)
+                selected, tokens, scores = _choose_then_draw(denoise, st, host, ranking, plan, step, b_idx, l_idx,
+                                                             call, options)
             else:
-                tokens, scores = _sample(denoise, st, b_idx, l_idx, buckets[call], call)
+                greedy = suppressed if plain_greedy and options["temperature"] == 0 else None
+                tokens, scores = _sample(denoise, st, b_idx, l_idx, buckets[call], call, options, greedy)
                 selected = None
         tokens, scores = tokens.numpy(), scores.numpy()
         if st.defer_ids is not None:
@@ -95,12 +105,15 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
             st.bad_step.fill_(nfe - 1)
             raise_if_bad(st)
         if selected is None:
-            selected = _select(denoise, st, host, step, b_idx, l_idx, scores)
-        commit = selected & (tokens >= 0)
-        canvas[rows[commit], columns[commit]] = tokens[commit]
-        confidence[rows[commit], columns[commit]] = scores[commit]
+            selected = ranking.select(host.target_after[:, step], host.step_last[step], b_idx, l_idx, scores)
+        commit = (selected & (tokens >= 0)).nonzero()[0]
+        committed_rows, committed_columns = rows[commit], columns[commit]
+        canvas[committed_rows, committed_columns] = tokens[commit]
+        confidence[committed_rows, committed_columns] = scores[commit]
+        open_slots[committed_rows, committed_columns] = False  # never the mask token: it is always suppressed
         if st.eos_ids is not None:
             finish_rows_at_eos(st, denoise.mask_token_id)
+            open_slots = editable & (canvas == denoise.mask_token_id)  # EOS fills the rest of a finished row
         step += 1
         if history is not None:
             history.append(st.canvas.clone())
@@ -112,8 +125,8 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
     return history
 
 
-def _choose_then_draw(denoise: Denoiser, st: StepState, host: _HostPlan, plan: Plan, step: int, b_idx: torch.Tensor,
-                      l_idx: torch.Tensor, call: int):
+def _choose_then_draw(denoise: Denoiser, st: StepState, host: _HostPlan, ranking: "_Ranking", plan: Plan, step: int,
+                      b_idx: torch.Tensor, l_idx: torch.Tensor, call: int, options: dict):
     """For the rules whose choice of positions ignores the tokens (:func:`_chooses_first`): the whole
     model, the positions to commit (bool ``[N]``), then tokens and scores (``[N]``). With every
     temperature 0 or at least 1, ``logits / T`` stays in the fp32 range, so a row fails to give a token
@@ -127,10 +140,8 @@ def _choose_then_draw(denoise: Denoiser, st: StepState, host: _HostPlan, plan: P
         moves = sedd_move_probability(plan.step_rate[step], rows, denoise.mask_token_id)
         selected = (reference.uniform_at(st.rng, STREAM_REVEAL, b_idx, l_idx) < moves).numpy()
     else:
-        selected = _select(denoise, st, host, step, b_idx, l_idx, None)
-    options = denoise.sample_options(st)
-    config = denoise.config
-    if not all(t is None or t == 0 or t >= 1 for t in (config.temperature, config.score_temperature)):
+        selected = ranking.select(host.target_after[:, step], host.step_last[step], b_idx, l_idx, None)
+    if not all(t is None or t == 0 or t >= 1 for t in (options["temperature"], options["score_temperature"])):
         return selected, *reference.sample_positions(logits, b_idx, l_idx, st.rng, logits_shift=shift,
                                                      row_sampler=torch_fast.sample_rows, **options)
     tokens = torch.full((len(b_idx),), -1, dtype=torch.int64)
@@ -152,12 +163,17 @@ def _chooses_first(config: SamplerConfig) -> bool:
 
 
 def _sample(denoise: Denoiser, st: StepState, b_idx: torch.Tensor, l_idx: torch.Tensor, bucket: Optional[int],
-            call: int):
+            call: int, options: dict, greedy: Optional[Callable[[int], Optional[np.ndarray]]]):
     """Tokens and scores (``[N]``) at the positions ``(b_idx, l_idx)``: the whole model (``bucket``
-    None), else the LM head on ``bucket`` rows, the positions first (as the Denoiser pads them)."""
-    options = denoise.sample_options(st)
+    None), else the LM head on ``bucket`` rows, the positions first (as the Denoiser pads them).
+    ``greedy``: for plain greedy options, ``greedy(V)`` gives the suppressed ids as
+    :func:`torch_fast.greedy_on_host` takes them, which samples small blocks of fp32 logits in numpy."""
     if bucket is None:
         logits, shift = denoise.full_logits(st, call)
+        B, L, V = logits.shape
+        if greedy is not None and logits.is_contiguous() and torch_fast.greedy_on_host_fits(logits, b_idx.shape[0], V):
+            rows = reference.source_rows(b_idx, l_idx, L, shift).numpy()
+            return torch_fast.greedy_on_host(logits.view(B * L, V).numpy()[rows], greedy(V), options["score"])
         return reference.sample_positions(logits, b_idx, l_idx, st.rng, logits_shift=shift,
                                           row_sampler=torch_fast.sample_rows, **options)
     L = st.canvas.shape[1]
@@ -172,37 +188,52 @@ def _sample(denoise: Denoiser, st: StepState, b_idx: torch.Tensor, l_idx: torch.
     return tokens[:len(b_idx)], scores[:len(b_idx)]
 
 
-def _select(denoise: Denoiser, st: StepState, host: _HostPlan, step: int, b_idx: torch.Tensor, l_idx: torch.Tensor,
-            scores: Optional[np.ndarray]) -> np.ndarray:
-    """bool ``[N]``: the positions of the step to commit, by ``select_topk_reference``'s rules (the
-    ``k`` best of each row, ties to the lowest index, Gumbel-perturbed with a position temperature;
-    threshold: those at or above it, at least one and at most ``k``), in numpy's fp32. ``scores``: fp32
-    ``[N]``, or ``None`` for the uniform rules, which do not read them."""
-    config, params = denoise.config, st.params
-    B, rows = st.canvas.shape[0], b_idx.numpy()
-    n_masked = np.bincount(rows, minlength=B)
-    k = np.maximum(n_masked - host.target_after[:, step], 0)
-    if config.unmask in ("random", "ancestral"):  # uniform positions: Gumbel-top-k of equal scores
-        keys, tau = np.zeros(len(rows), dtype=np.float32), 1.0
-    else:
-        keys = np.where(np.isnan(scores), np.float32("-inf"), scores)  # NaN ranks below every number
-        tau = reference._as_float(params["position_temperature"], "position_temperature")
-    if tau > 0:
-        gumbel = reference._gumbel(reference.uniform_at(st.rng, STREAM_SELECT, b_idx, l_idx)).numpy()
-        keys = keys / np.float32(tau) + gumbel
-    tier = np.ones(len(rows), dtype=bool)
-    if config.threshold is not None:
-        if not config.schedule_cap:
-            k = n_masked
-        threshold = float("-inf") if host.step_last[step] else reference._as_float(params["threshold"], "threshold")
-        above = scores >= np.float32(threshold)
-        n_above = np.bincount(rows[above], minlength=B)
-        use_above = n_above > 0
-        tier = np.where(use_above[rows], above, True)
-        k = np.minimum(k, np.where(use_above, n_above, 1))
-    order = np.lexsort((np.negative(keys), ~tier, rows))  # by row, tier first, larger key, lower index
-    ranked_rows = rows[order]
-    rank = np.arange(len(rows)) - np.searchsorted(ranked_rows, ranked_rows)  # rank within the row
-    chosen = np.zeros(len(rows), dtype=bool)
-    chosen[order] = tier[order] & (rank < k[ranked_rows])
-    return chosen
+def _host_scalars(options: dict) -> dict:
+    """The sampling keywords with their one-element tensors read as Python numbers (the host step reads
+    each once per call, not at every step)."""
+    return {name: value.item() if isinstance(value, torch.Tensor) and value.dim() == 0 else value
+            for name, value in options.items()}
+
+
+class _Ranking:
+    """The choice of the positions a step commits, by ``select_topk_reference``'s rules (the ``k`` best of
+    each row, ties to the lowest index, Gumbel-perturbed with a position temperature; threshold: those at
+    or above it, at least one and at most ``k``), in numpy's fp32, with the call's numbers read once."""
+
+    def __init__(self, denoise: Denoiser, st: StepState):
+        config, params = denoise.config, st.params
+        self.st, self.batch = st, st.canvas.shape[0]
+        self.uniform = config.unmask in ("random", "ancestral")  # Gumbel-top-k of equal scores
+        self.tau = 1.0 if self.uniform else reference._as_float(params["position_temperature"], "position_temperature")
+        self.threshold = None if config.threshold is None else reference._as_float(params["threshold"], "threshold")
+        self.cap = config.schedule_cap
+
+    def select(self, target_after: np.ndarray, last: bool, b_idx: torch.Tensor, l_idx: torch.Tensor,
+               scores: Optional[np.ndarray]) -> np.ndarray:
+        """bool ``[N]``: the positions ``(b_idx, l_idx)`` to commit, each row keeping ``target_after``
+        (int ``[B]``) of its masked positions for later steps; ``scores``: fp32 ``[N]`` without NaN, or
+        ``None`` for the uniform rules, which do not read them; ``last``: the block's last step."""
+        rows = b_idx.numpy()
+        n_masked = np.bincount(rows, minlength=self.batch)
+        k = np.maximum(n_masked - target_after, 0)
+        keys = np.zeros(len(rows), dtype=np.float32) if self.uniform else scores
+        if self.tau > 0:
+            gumbel = reference._gumbel(reference.uniform_at(self.st.rng, STREAM_SELECT, b_idx, l_idx)).numpy()
+            keys = keys / np.float32(self.tau) + gumbel
+        if self.threshold is None:
+            order = np.lexsort((np.negative(keys), rows))  # by row, larger key, lower index
+            tier = None
+        else:
+            if not self.cap:
+                k = n_masked
+            above = scores >= np.float32(float("-inf") if last else self.threshold)
+            n_above = np.bincount(rows[above], minlength=self.batch)
+            use_above = n_above > 0
+            tier = np.where(use_above[rows], above, True)
+            k = np.minimum(k, np.where(use_above, n_above, 1))
+            order = np.lexsort((np.negative(keys), ~tier, rows))  # the tier first
+        ranked_rows = rows[order]
+        rank = np.arange(len(rows)) - np.searchsorted(ranked_rows, ranked_rows)  # rank within the row
+        chosen = np.zeros(len(rows), dtype=bool)
+        chosen[order] = rank < k[ranked_rows] if tier is None else tier[order] & (rank < k[ranked_rows])
+        return chosen

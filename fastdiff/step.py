@@ -135,6 +135,7 @@ class Denoiser:
         self.config = config
         self.backend = backend
         self.hooks = hooks
+        self._checked_vocab = None  # the logits' vocabulary once checked against the ids (the same every step)
 
     def __call__(self, st: StepState, plan: Plan, bucket: Optional[int], step_index: int = 0):
         """Advance to a step with work, run it, update the flags. Returns the full logits (None with the
@@ -307,11 +308,14 @@ class Denoiser:
         return uncond + (st.params["cfg_scale"] + 1.0) * (cond - uncond)
 
     def _check_vocab(self, vocab: int) -> None:
+        if vocab == self._checked_vocab:
+            return
         if self.mask_token_id >= vocab:
             raise ValueError(f"mask_token_id={self.mask_token_id} is outside the model's vocabulary [0, {vocab})")
         for name in ("suppress_token_ids", "begin_suppress_token_ids"):
             if any(i >= vocab for i in getattr(self.config, name)):
                 raise ValueError(f"{name} must lie in [0, {vocab}), got {list(getattr(self.config, name))}")
+        self._checked_vocab = vocab
 
     def sample_options(self, st: StepState) -> dict:
         """The sampling op's keywords for the step (temperature, filters, score, suppressed ids)."""

@@ -9,7 +9,9 @@ from fastdiff import ops
 from fastdiff.kernels import reference, torch_fast
 
 MODES = [
-    dict(temperature=0.0, score="confidence"),
+    dict(temperature=0.0, score="confidence"),  # greedy without filters: numpy on these small blocks
+    dict(temperature=0.0, score="margin"),
+    dict(temperature=0.0, score="entropy"),
     dict(temperature=0.0, score="margin", top_k=7),
     dict(temperature=0.8, score="confidence"),
     dict(temperature=1.3, score="entropy", top_k=5),
@@ -87,6 +89,7 @@ def _reference_rows(monkeypatch):
     dict(temperature=0.8, score="confidence", top_k=50),
     dict(temperature=0.8, score="margin", top_k=50, top_p=0.95),
     dict(temperature=0.0, score="entropy", top_k=3),
+    dict(temperature=0.0, score="margin"),  # greedy above the numpy block size: torch
     dict(temperature=0.7, score="confidence", top_p=0.9),
     dict(temperature=0.2, score="entropy", top_p=0.95),
 ], ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()))

@@ -57,21 +57,36 @@ _HASH_ROUNDS = ((16, HASH_MUL1), (15, HASH_MUL2), (16, None))  # lowbias32: xor-
 def _hash32_bits(x: torch.Tensor) -> torch.Tensor:
     """lowbias32 on int32 tensors read as uint32, in place on ``x`` (callers pass a fresh tensor).
 
-    On the CPU the rounds run on numpy's uint32 view of the same memory: its shifts are logical, and
-    its loops cost a fraction of torch's per op and per element there. Elsewhere int32 multiplication
-    wraps mod 2**32 (checked against numpy's uint32 by the tests), and each right shift is made logical
-    by masking the sign bits."""
+    On the CPU the rounds run on numpy's uint32 view of the same memory (:func:`_hash32_host`). Elsewhere
+    int32 multiplication wraps mod 2**32 (checked against numpy's uint32 by the tests), and each right
+    shift is made logical by masking the sign bits."""
     if x.device.type == "cpu":
-        bits = x.numpy().view(np.uint32)
-        for shift, multiplier in _HASH_ROUNDS:
-            bits ^= bits >> np.uint32(shift)
-            if multiplier is not None:
-                bits *= np.uint32(multiplier)  # wraps mod 2**32
+        _hash32_host(x.numpy().view(np.uint32))
         return x
     for shift, multiplier in _HASH_ROUNDS:
         x ^= (x >> shift) & ((1 << (32 - shift)) - 1)
         if multiplier is not None:
             x *= _signed32(multiplier)
+    return x
+
+
+def _hash32_host(bits: np.ndarray) -> np.ndarray:
+    """lowbias32 in place on a numpy uint32 array: its shifts are logical, its multiplications wrap mod
+    2**32, and its loops cost a fraction of torch's per op and per element on the CPU."""
+    shifted = np.empty_like(bits)  # one scratch array for the three shifts
+    for shift, multiplier in _HASH_ROUNDS:
+        bits ^= np.right_shift(bits, np.uint32(shift), out=shifted)
+        if multiplier is not None:
+            bits *= np.uint32(multiplier)
+    return bits
+
+
+def _hash32_int(x: int) -> int:
+    """lowbias32 of one uint32 held in a Python int (the per-row keys of a few rows)."""
+    for shift, multiplier in _HASH_ROUNDS:
+        x ^= x >> shift
+        if multiplier is not None:
+            x = (x * multiplier) & _MASK32
     return x
 
 
@@ -96,6 +111,8 @@ def row_keys(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, index: to
 
 def row_positions(rng_state: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Canvas positions counted from each row's origin: ``positions - origin[rows]`` (broadcast)."""
+    if rng_state.device.type == "cpu":  # numpy's indexing costs a fraction of torch's per call
+        return torch.from_numpy(positions.numpy() - rng_state.numpy()[:, 2][rows.numpy()])
     return positions.to(torch.int64) - rng_state[:, 2].to(torch.int64)[rows]
 
 
@@ -106,15 +123,33 @@ def uniform_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, inde
     ``u = ((hash >> 9) + 0.5) / 2**23``: 23 random bits plus the half, which fp32 holds exactly, so
     ``u`` is never 0 or 1 (24 bits would round the top value up to 1.0).
     """
+    if rng_state.device.type == "cpu":
+        return torch.from_numpy(_uniform_on_host(rng_state.numpy(), stream, rows.numpy(), index.numpy(), cols.numpy()))
     key_a, key_b = row_keys(rng_state, stream, rows, index)
     bits = _hash32_bits(cols.to(torch.int32) ^ key_a)
     bits = _hash32_bits(bits.add_(key_b))
-    if bits.device.type == "cpu":  # the same exact arithmetic on numpy's uint32 view (see _hash32_bits)
-        u = (bits.numpy().view(np.uint32) >> np.uint32(9)).astype(np.float32)
-        u += np.float32(0.5)
-        u *= np.float32(1.0 / 8388608.0)
-        return torch.from_numpy(u)
     return (((bits >> 9) & 0x7FFFFF).to(torch.float32) + 0.5) * (1.0 / 8388608.0)
+
+
+def _uniform_on_host(state: np.ndarray, stream: int, rows: np.ndarray, index: np.ndarray,
+                     cols: np.ndarray) -> np.ndarray:
+    """:func:`uniform_noise` in numpy on CPU arrays: the same bits. The keys' seed / counter part
+    depends on the batch row only, so it is hashed once per row, in Python ints (a batch has few rows);
+    the rest per element, in numpy's uint32."""
+    salt = stream_salt(stream)
+    row_key = []
+    for seed, counter in state[:, :2].tolist():
+        k = _hash32_int((seed & _MASK32) ^ salt)
+        k = _hash32_int(k ^ ((seed >> 32) & _MASK32))
+        row_key.append(_hash32_int((k + counter) & _MASK32))
+    key_a = _hash32_host(np.array(row_key, dtype=np.uint32)[rows] ^ index.astype(np.uint32))
+    key_b = _hash32_host(key_a + np.uint32(KEY_B_SALT))
+    bits = _hash32_host(cols.astype(np.uint32) ^ key_a)
+    bits += key_b
+    u = np.right_shift(_hash32_host(bits), np.uint32(9), out=bits).astype(np.float32)
+    u += np.float32(0.5)
+    u *= np.float32(1.0 / 8388608.0)
+    return u
 
 
 def _gumbel(u: torch.Tensor) -> torch.Tensor:
@@ -267,6 +302,9 @@ def sample_rows_reference(logits_rows: torch.Tensor, row_ids: torch.Tensor, rng_
 def source_rows(b_idx: torch.Tensor, l_idx: torch.Tensor, L: int, logits_shift: bool = False) -> torch.Tensor:
     """The rows of the ``[B * L, V]`` logits that the positions ``(b_idx, l_idx)`` are sampled from: their
     own, or with ``logits_shift`` the one before (position 0 its own)."""
+    if b_idx.device.type == "cpu":  # numpy: a fraction of torch's cost per call on a few positions
+        b, l = b_idx.numpy(), l_idx.numpy()
+        return torch.from_numpy(b * L + (np.maximum(l - 1, 0) if logits_shift else l))
     return b_idx * L + ((l_idx - 1).clamp(min=0) if logits_shift else l_idx)
 
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 import functools
 import math
 import operator
+from typing import Optional
 
+import numpy as np
 import torch
 
 from fastdiff.kernels import reference
@@ -31,6 +33,9 @@ from fastdiff.kernels.utils import STREAM_SAMPLE
 # top-p alone: the first guess of the nucleus' size, its growth factor, and the share of the vocabulary
 # beyond which the reference (which ranks the whole row) takes over
 _NUCLEUS_GUESS, _NUCLEUS_GROWTH, _NUCLEUS_MAX_SHARE = 64, 8, 8
+# greedy blocks up to this many logits are sampled in numpy (its per-call cost is a fraction of torch's
+# on the CPU; above it torch's fused softmax is the faster)
+_HOST_GREEDY_ELEMENTS = 1 << 16
 
 
 def sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppress_ids, score_temperature):
@@ -43,6 +48,8 @@ def sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppres
     score_t = None if score_temperature is None else reference._as_float(score_temperature, "score_temperature")
     if score_t is not None and score_t == (t if t > 0 else 1.0):  # the sampling distribution itself
         score_t = None
+    if t == 0 and k == V and p == 1.0 and score_t is None and greedy_on_host_fits(z, M, V):
+        return greedy_on_host(z.detach().numpy(), suppressed_columns(suppress_ids, V), score)
     options = (temperature, top_k, top_p, score, suppress_ids, score_temperature)
     # a row with NaN / +inf anywhere (suppressed columns too), or nothing drawable once the suppressed
     # ids are -inf, gets (-1, NaN) as in the reference: there row_max - drawable_max is NaN or +inf
@@ -79,6 +86,62 @@ def sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppres
     if len(rows):  # their suppressed columns are -inf already, which the reference would set them to
         tokens[rows], scores[rows] = reference._sample_rows(z[rows], address[rows], rng_state, *options)
     return tokens, scores
+
+
+def unfiltered(top_k, top_p, score_temperature) -> bool:
+    """Whether these options (host numbers or ``None``) leave a greedy draw plain: no top-k / top-p,
+    scores from the softmax itself."""
+    return top_k is None and top_p is None and score_temperature in (None, 1.0)
+
+
+def suppressed_columns(suppress_ids, V: int) -> Optional[np.ndarray]:
+    """The suppressed ids inside ``[0, V)`` as int64 numpy, as :func:`greedy_on_host` takes them."""
+    ids = _suppressed_columns(suppress_ids, V, "cpu")
+    return None if ids is None else ids.numpy()
+
+
+def greedy_on_host_fits(z: torch.Tensor, M: int, V: int) -> bool:
+    """Whether :func:`greedy_on_host` samples ``M`` rows of ``V`` fp32 logits like ``z`` (numpy on the
+    CPU, small blocks: numpy's cost per call is a fraction of torch's, which is most of the time there)."""
+    return z.device.type == "cpu" and z.dtype == torch.float32 and M * V <= _HOST_GREEDY_ELEMENTS
+
+
+def greedy_on_host(z: np.ndarray, suppressed: Optional[np.ndarray], score: str):
+    """Greedy tokens and scores of fp32 rows ``z [M, V]`` (numpy, modified in place): the function of
+    :func:`sample_rows` at temperature 0 without top-k / top-p (score temperature 1). ``suppressed``:
+    int64 ids inside ``[0, V)`` (they become ``-inf``), or ``None``. Returns int64 / fp32 ``[M]`` tensors.
+
+    With ``m`` the row's largest drawable logit and ``S = sum_j exp(z_j - m)``, the drawn token has
+    probability ``1 / S``; the margin subtracts the runner-up's ``exp(z_2 - m) / S`` (0 on a tie), and
+    ``sum q log q = sum_j exp(z_j - m) (z_j - m) / S - log S``. A row with NaN or +inf anywhere (the
+    suppressed columns too), or nothing drawable, gets ``(-1, NaN)``."""
+    M, V = z.shape
+    if suppressed is not None:  # NaN / +inf there mark the row too: their maximum is not below +inf
+        held_max = np.maximum.reduce(z[:, suppressed], axis=1)
+        z[:, suppressed] = -np.inf
+    tokens = z.argmax(axis=1)  # the first maximum, or the first NaN
+    top = z[np.arange(M), tokens]
+    with np.errstate(invalid="ignore"):  # inf - inf on the unusable rows, answered below
+        usable = (top > -np.inf) & (top < np.inf)  # no NaN / +inf in the row, and a drawable token
+        if suppressed is not None:
+            usable &= held_max < np.inf
+        shifted = np.subtract(z, top[:, None], out=z)
+        if score == "entropy":
+            np.maximum(shifted, np.float32(-3e38), out=shifted)  # -inf: q = 0, keep 0 * shift finite
+            weights = np.exp(shifted)
+        else:
+            weights = np.exp(shifted, out=shifted)
+        total = np.add.reduce(weights, axis=1)
+        scores = np.float32(1.0) / total
+        if score == "margin" and V > 1:
+            weights[np.arange(M), tokens] = -1.0
+            scores = scores - np.maximum.reduce(weights, axis=1) / total
+        elif score == "entropy":
+            scores = np.add.reduce(weights * shifted, axis=1) / total + np.log(scores)
+    if not usable.all():
+        tokens = np.where(usable, tokens, -1)
+        scores = np.where(usable, scores, np.float32("nan"))
+    return torch.from_numpy(tokens), torch.from_numpy(scores)
 
 
 def drawable_rows(z, suppress_ids):
