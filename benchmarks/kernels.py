@@ -19,7 +19,10 @@ Cases (``gpu`` size; ``cpu`` runs smaller shapes of the same kinds):
   against which ``sample_masked`` is reported as a percentage: the kernel reads each masked row once.
 
 Kernel times come from ``triton.testing.do_bench`` on CUDA (median of its repeats, the device
-synchronised by it) and from the median of ``repeats`` timed calls on the CPU. The results (JSON and a
+synchronised by it) and from the median of ``repeats`` timed calls on the CPU. On the CPU each
+``sample_masked`` case alternates its calls with the yardstick's on the same canvas and is reported
+against that yardstick's median (a shared CPU's load moves both alike; the yardstick's own row keeps
+its first timing). The results (JSON and a
 markdown table, named after the device) go to ``benchmarks/results/kernels-<device>.*``.
 """
 from __future__ import annotations
@@ -200,12 +203,27 @@ class KernelBench:
                               seed=seed, backend=case.impl)
         return commit, read * 4
 
+    def _time_alongside_ms(self, fn: Callable[[], object], other: Callable[[], object]):
+        """CPU: the medians of ``repeats`` calls of ``fn`` and of ``other``, the two alternating."""
+        fn(), other()
+        times: Dict[Callable, List[float]] = {fn: [], other: []}
+        for _ in range(self.size.repeats):
+            for f in (fn, other):
+                start = time.perf_counter()
+                f()
+                times[f].append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times[fn]), statistics.median(times[other])
+
     def measure(self, case: Case) -> Dict[str, object]:
         record = dict(name=case.name, op=case.op, setting=case.setting, impl=case.impl, status=None, reason=None,
                       ms=None, gb_per_s=None)
         try:
             fn, read = self.prepare(case)
-            ms = self._time_ms(fn)
+            if case.op == "sample_masked" and case.impl != YARDSTICK and self.device.type != "cuda":
+                yardstick, _ = self.prepare(Case(case.op, case.setting, YARDSTICK))
+                ms, record["yardstick_ms"] = self._time_alongside_ms(fn, yardstick)
+            else:
+                ms = self._time_ms(fn)
             record.update(status="ok", ms=ms, gb_per_s=read / ms / 1e6, bytes=read)
         except NotAvailable as error:
             record.update(status="not available", reason=str(error))
@@ -242,8 +260,9 @@ class KernelBench:
 
 def add_comparisons(results: List[Dict[str, object]]) -> None:
     """Per result: ``pct_of_copy`` (its GB/s over the copy's, same run) and ``x_yardstick`` (its time
-    over ``softmax().max()``'s on the same canvas) for ``sample_masked``, and ``speedup_vs[impl]``
-    against every other implementation of the same op and setting."""
+    over ``softmax().max()``'s on the same canvas: the one timed alongside it, ``yardstick_ms``, where
+    there is one) for ``sample_masked``, and ``speedup_vs[impl]`` against every other implementation
+    of the same op and setting."""
     copy = next((r for r in results if r["op"] == "copy" and r["status"] == "ok"), None)
     yardsticks = {SAMPLE_SETTINGS[r["setting"]][:2]: r for r in results if r["impl"] == YARDSTICK and r["status"] == "ok"}
     for record in results:
@@ -253,7 +272,9 @@ def add_comparisons(results: List[Dict[str, object]]) -> None:
         if record["op"] == "sample_masked" and copy is not None:
             record["pct_of_copy"] = 100.0 * record["gb_per_s"] / copy["gb_per_s"]
         yardstick = yardsticks.get(SAMPLE_SETTINGS[record["setting"]][:2]) if record["op"] == "sample_masked" else None
-        if yardstick is not None and record is not yardstick:
+        if record.get("yardstick_ms") is not None:
+            record["x_yardstick"] = record["ms"] / record["yardstick_ms"]
+        elif yardstick is not None and record is not yardstick:
             record["x_yardstick"] = record["ms"] / yardstick["ms"]
         for other in results:
             if (other is not record and other["status"] == "ok" and other["op"] == record["op"]

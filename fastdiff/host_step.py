@@ -43,8 +43,7 @@ class _HostPlan:
         self.target_after = plan.target_after.numpy()
         self.block_first_step = plan.block_first_step.tolist()
         self.step_greedy = plan.step_greedy.tolist() if plan.step_greedy is not None else None
-        columns = [block.nonzero()[:, 0] for block in plan.block_masks]  # each block is one span of columns
-        self.block_span = [(int(c[0]), int(c[-1]) + 1) for c in columns]
+        self.block_span = plan.block_spans
 
     def next_step(self, step: int, work: np.ndarray) -> Optional[int]:
         """The step to run from plan step ``step`` on: it, while its block has a masked position to fill
@@ -89,23 +88,21 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
             st.time.copy_(plan.step_time[step])
         if host.step_greedy is not None:
             options["temperature"] = 0.0 if host.step_greedy[step] else temperature
-        b_idx, l_idx = torch.from_numpy(rows), torch.from_numpy(columns)
         with torch.inference_mode():  # the forward and the draw make tensors no caller sees: no autograd state
             if choose_first and buckets[call] is None:
-                selected, tokens, scores = _choose_then_draw(denoise, st, host, ranking, plan, step, b_idx, l_idx,
+                selected, tokens, scores = _choose_then_draw(denoise, st, host, ranking, plan, step, rows, columns,
                                                              call, options)
             else:
                 greedy = suppressed if plain_greedy and options["temperature"] == 0 else None
-                tokens, scores = _sample(denoise, st, b_idx, l_idx, buckets[call], call, options, greedy)
+                tokens, scores = _sample(denoise, st, rows, columns, buckets[call], call, options, greedy)
                 selected = None
-        tokens, scores = tokens.numpy(), scores.numpy()
         if st.defer_ids is not None:
             scores = np.where(np.isin(tokens, st.defer_ids.numpy()), np.float32("-inf"), scores)
         if np.isnan(scores).any():
             st.bad_step.fill_(nfe - 1)
             raise_if_bad(st)
         if selected is None:
-            selected = ranking.select(host.target_after[:, step], host.step_last[step], b_idx, l_idx, scores)
+            selected = ranking.select(host.target_after[:, step], host.step_last[step], rows, columns, scores)
         commit = (selected & (tokens >= 0)).nonzero()[0]
         committed_rows, committed_columns = rows[commit], columns[commit]
         canvas[committed_rows, committed_columns] = tokens[commit]
@@ -126,33 +123,39 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
 
 
 def _choose_then_draw(denoise: Denoiser, st: StepState, host: _HostPlan, ranking: "_Ranking", plan: Plan, step: int,
-                      b_idx: torch.Tensor, l_idx: torch.Tensor, call: int, options: dict):
+                      rows: np.ndarray, columns: np.ndarray, call: int, options: dict):
     """For the rules whose choice of positions ignores the tokens (:func:`_chooses_first`): the whole
-    model, the positions to commit (bool ``[N]``), then tokens and scores (``[N]``). With every
+    model at the positions ``(rows, columns)`` (int64 numpy ``[N]``, rows ascending), the positions to
+    commit (bool ``[N]``), then tokens and scores (numpy ``[N]``). With every
     temperature 0 or at least 1, ``logits / T`` stays in the fp32 range, so a row fails to give a token
     only through its logits (NaN, +inf, or nothing outside the suppressed ids): every masked row is
     checked for that, and tokens are drawn at the chosen positions only (``-1`` / ``-inf`` elsewhere);
     otherwise at every position, as the Denoiser draws them."""
     logits, shift = denoise.full_logits(st, call)
     B, L, V = logits.shape
-    rows = logits.reshape(B * L, V).index_select(0, reference.source_rows(b_idx, l_idx, L, shift))
+    b_idx, l_idx = torch.from_numpy(rows), torch.from_numpy(columns)
+    rows_logits = logits.reshape(B * L, V).index_select(0, torch.from_numpy(reference.source_rows(rows, columns, L,
+                                                                                                  shift)))
     if denoise.config.sedd:
-        moves = sedd_move_probability(plan.step_rate[step], rows, denoise.mask_token_id)
+        moves = sedd_move_probability(plan.step_rate[step], rows_logits, denoise.mask_token_id)
         selected = (reference.uniform_at(st.rng, STREAM_REVEAL, b_idx, l_idx) < moves).numpy()
     else:
-        selected = ranking.select(host.target_after[:, step], host.step_last[step], b_idx, l_idx, None)
+        selected = ranking.select(host.target_after[:, step], host.step_last[step], rows, columns, None)
     if not all(t is None or t == 0 or t >= 1 for t in (options["temperature"], options["score_temperature"])):
-        return selected, *reference.sample_positions(logits, b_idx, l_idx, st.rng, logits_shift=shift,
-                                                     row_sampler=torch_fast.sample_rows, **options)
-    tokens = torch.full((len(b_idx),), -1, dtype=torch.int64)
-    scores = torch.full((len(b_idx),), float("-inf"))
-    if not bool(torch_fast.drawable_rows(rows.float(), options["suppress_ids"]).all()):
-        return selected, tokens, scores.fill_(float("nan"))  # the caller's check raises
-    chosen = torch.from_numpy(np.flatnonzero(selected))
+        tokens, scores = reference.sample_positions(logits, b_idx, l_idx, st.rng, logits_shift=shift,
+                                                    row_sampler=torch_fast.sample_rows, **options)
+        return selected, tokens.numpy(), scores.numpy()
+    tokens = np.full(len(rows), -1, dtype=np.int64)
+    scores = np.full(len(rows), -np.inf, dtype=np.float32)
+    if not bool(torch_fast.drawable_rows(rows_logits.float(), options["suppress_ids"]).all()):
+        scores.fill(np.nan)  # the caller's check raises
+        return selected, tokens, scores
+    chosen = np.flatnonzero(selected)
     if len(chosen):
-        tokens[chosen], scores[chosen] = reference.sample_positions(
-            logits, b_idx[chosen], l_idx[chosen], st.rng, logits_shift=shift, row_sampler=torch_fast.sample_rows,
-            **options)
+        drawn, drawn_scores = reference.sample_positions(
+            logits, torch.from_numpy(rows[chosen]), torch.from_numpy(columns[chosen]), st.rng, logits_shift=shift,
+            row_sampler=torch_fast.sample_rows, **options)
+        tokens[chosen], scores[chosen] = drawn.numpy(), drawn_scores.numpy()
     return selected, tokens, scores
 
 
@@ -162,30 +165,31 @@ def _chooses_first(config: SamplerConfig) -> bool:
     return config.sedd or (config.unmask in ("random", "ancestral") and config.threshold is None)
 
 
-def _sample(denoise: Denoiser, st: StepState, b_idx: torch.Tensor, l_idx: torch.Tensor, bucket: Optional[int],
+def _sample(denoise: Denoiser, st: StepState, rows: np.ndarray, columns: np.ndarray, bucket: Optional[int],
             call: int, options: dict, greedy: Optional[Callable[[int], Optional[np.ndarray]]]):
-    """Tokens and scores (``[N]``) at the positions ``(b_idx, l_idx)``: the whole model (``bucket``
-    None), else the LM head on ``bucket`` rows, the positions first (as the Denoiser pads them).
-    ``greedy``: for plain greedy options, ``greedy(V)`` gives the suppressed ids as
+    """Tokens and scores (numpy ``[N]``) at the positions ``(rows, columns)`` (int64 numpy ``[N]``): the
+    whole model (``bucket`` None), else the LM head on ``bucket`` rows, the positions first (as the
+    Denoiser pads them). ``greedy``: for plain greedy options, ``greedy(V)`` gives the suppressed ids as
     :func:`torch_fast.greedy_on_host` takes them, which samples small blocks of fp32 logits in numpy."""
+    N, L = len(rows), st.canvas.shape[1]
     if bucket is None:
         logits, shift = denoise.full_logits(st, call)
-        B, L, V = logits.shape
-        if greedy is not None and logits.is_contiguous() and torch_fast.greedy_on_host_fits(logits, b_idx.shape[0], V):
-            rows = reference.source_rows(b_idx, l_idx, L, shift).numpy()
-            return torch_fast.greedy_on_host(logits.view(B * L, V).numpy()[rows], greedy(V), options["score"])
-        return reference.sample_positions(logits, b_idx, l_idx, st.rng, logits_shift=shift,
-                                          row_sampler=torch_fast.sample_rows, **options)
-    L = st.canvas.shape[1]
-    n = min(len(b_idx), bucket)
+        V = logits.shape[2]
+        sources = reference.source_rows(rows, columns, L, shift)
+        if greedy is not None and logits.is_contiguous() and torch_fast.greedy_on_host_fits(logits, N, V):
+            return torch_fast.greedy_on_host(logits.view(-1, V).numpy()[sources], greedy(V), options["score"])
+        tokens, scores = reference.sample_positions(logits, torch.from_numpy(rows), torch.from_numpy(columns), st.rng,
+                                                    logits_shift=shift, row_sampler=torch_fast.sample_rows, **options)
+        return tokens.numpy(), scores.numpy()
+    n = min(N, bucket)
     row_ids = torch.full((bucket,), -1, dtype=torch.int64)
-    row_ids[:n] = (b_idx * L + l_idx)[:n]
-    tokens, scores = reference.sample_rows_reference(denoise.row_logits(st, row_ids), row_ids, st.rng, L,
-                                                     row_sampler=torch_fast.sample_rows, **options)
-    if n < len(b_idx):  # positions past the bucket draw nothing this step (the Denoiser's dump slot)
-        tokens = torch.cat([tokens, torch.full((len(b_idx) - n,), -1, dtype=torch.int64)])
-        scores = torch.cat([scores, torch.full((len(b_idx) - n,), float("-inf"))])
-    return tokens[:len(b_idx)], scores[:len(b_idx)]
+    row_ids[:n] = torch.from_numpy(rows[:n] * L + columns[:n])
+    drawn, drawn_scores = reference.sample_rows_reference(denoise.row_logits(st, row_ids), row_ids, st.rng, L,
+                                                          row_sampler=torch_fast.sample_rows, **options)
+    tokens = np.full(N, -1, dtype=np.int64)  # positions past the bucket draw nothing this step (the dump slot)
+    scores = np.full(N, -np.inf, dtype=np.float32)
+    tokens[:n], scores[:n] = drawn[:n].numpy(), drawn_scores[:n].numpy()
+    return tokens, scores
 
 
 def _host_scalars(options: dict) -> dict:
@@ -208,18 +212,18 @@ class _Ranking:
         self.threshold = None if config.threshold is None else reference._as_float(params["threshold"], "threshold")
         self.cap = config.schedule_cap
 
-    def select(self, target_after: np.ndarray, last: bool, b_idx: torch.Tensor, l_idx: torch.Tensor,
+    def select(self, target_after: np.ndarray, last: bool, rows: np.ndarray, columns: np.ndarray,
                scores: Optional[np.ndarray]) -> np.ndarray:
-        """bool ``[N]``: the positions ``(b_idx, l_idx)`` to commit, each row keeping ``target_after``
-        (int ``[B]``) of its masked positions for later steps; ``scores``: fp32 ``[N]`` without NaN, or
-        ``None`` for the uniform rules, which do not read them; ``last``: the block's last step."""
-        rows = b_idx.numpy()
+        """bool ``[N]``: the positions ``(rows, columns)`` (int64 ``[N]``, rows ascending) to commit, each
+        row keeping ``target_after`` (int ``[B]``) of its masked positions for later steps; ``scores``:
+        fp32 ``[N]`` without NaN, or ``None`` for the uniform rules, which do not read them; ``last``: the
+        block's last step."""
         n_masked = np.bincount(rows, minlength=self.batch)
         k = np.maximum(n_masked - target_after, 0)
         keys = np.zeros(len(rows), dtype=np.float32) if self.uniform else scores
         if self.tau > 0:
-            gumbel = reference._gumbel(reference.uniform_at(self.st.rng, STREAM_SELECT, b_idx, l_idx)).numpy()
-            keys = keys / np.float32(self.tau) + gumbel
+            u = reference.uniform_at(self.st.rng, STREAM_SELECT, torch.from_numpy(rows), torch.from_numpy(columns))
+            keys = keys / np.float32(self.tau) + reference._gumbel(u).numpy()
         if self.threshold is None:
             order = np.lexsort((np.negative(keys), rows))  # by row, larger key, lower index
             tier = None
@@ -232,8 +236,8 @@ class _Ranking:
             tier = np.where(use_above[rows], above, True)
             k = np.minimum(k, np.where(use_above, n_above, 1))
             order = np.lexsort((np.negative(keys), ~tier, rows))  # the tier first
-        ranked_rows = rows[order]
-        rank = np.arange(len(rows)) - np.searchsorted(ranked_rows, ranked_rows)  # rank within the row
+        # the rows are ascending, so the ranked order keeps them where they were: rank = index - row start
+        rank = np.arange(len(rows)) - (np.cumsum(n_masked) - n_masked)[rows]
         chosen = np.zeros(len(rows), dtype=bool)
-        chosen[order] = rank < k[ranked_rows] if tier is None else tier[order] & (rank < k[ranked_rows])
+        chosen[order] = rank < k[rows] if tier is None else tier[order] & (rank < k[rows])
         return chosen

@@ -2,10 +2,12 @@
 random-stream counter, as device tensors so that a step needs no host decision."""
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 
 from fastdiff.config import SamplerConfig
@@ -31,6 +33,7 @@ class Plan:
     # full plan (steps dropped from the ancestral plan keep their numbers, so a row's noise does not
     # depend on which steps the other rows of the batch need)
     row_bound: List[int]  # host, [G]: most positions a step can commit (all rows), for the masked-row head
+    block_spans: List[Tuple[int, int]]  # host, [nb]: each block's columns, [start, end)
     step_time: Optional[torch.Tensor] = None  # fp32 [capacity]: the model's time input (time_conditioning)
     step_rate: Optional[torch.Tensor] = None  # fp32 [capacity]: SEDD's a_i (reveal with min(1, a_i S)); inf: all
     step_greedy: Optional[torch.Tensor] = None  # bool [capacity]: tokens by argmax (denoise="argmax")
@@ -55,9 +58,10 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     binomial = _binomial_counts(config)
     budget = config.steps if config.steps is not None else sum(block_tokens)
     alloc = allocate_steps(budget, block_tokens, clamp=not (binomial or config.resamples or config.sedd))
-    generators = [torch.Generator().manual_seed(seed) for seed in rng[:, 0].tolist()]
-    commit_counts = _commit_counter(config, generators)
-    redraw_targets = _redraw_targets(config, generators)
+    seeds = rng[:, 0].tolist()
+    generator = functools.lru_cache(maxsize=None)(lambda row: torch.Generator().manual_seed(seeds[row]))
+    commit_counts = _commit_counter(config, generator)
+    redraw_targets = _redraw_targets(config, generator)
     # schedule_cap: a block not done when its budget ends steps on, at least one commit a step; token
     # editing: a row's full block gets up to max_edit_steps more steps, after every fill step; the
     # denoising step (SEDD, or an ancestral grid ending above 0) is a block's last fill step
@@ -67,12 +71,11 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     edit_steps = config.max_edit_steps if config.edits else 0
     span = [f + (edit_steps if f else 0) for f in fill]
 
-    block_masks = torch.zeros(len(blocks), L, dtype=torch.bool)
+    block_spans = []
     first_step, step_block, step_last, step_counter, row_bound, step_t, step_greedy = [], [], [], [], [], [], []
     targets = [[] for _ in range(B)]
     for j, b in enumerate(b for b in range(len(blocks)) if alloc[b] > 0):
-        s, e = blocks[b]
-        block_masks[j, s:e] = True
+        block_spans.append(blocks[b])
         if config.sedd:  # the model's scores decide the reveals: every step runs, no targets
             kept = list(range(span[b]))
             afters = [[0] * span[b] for _ in range(B)]
@@ -108,15 +111,19 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     def steps_tensor(values, dtype=torch.int64):
         return torch.tensor(values, dtype=dtype, device=device)
 
+    block_masks = np.zeros((len(block_spans), L), dtype=bool)
+    for j, (s, e) in enumerate(block_spans):
+        block_masks[j, s:e] = True
     return Plan(
         num_steps=num_steps,
-        block_masks=block_masks[:len(first_step)].to(device),
+        block_masks=torch.from_numpy(block_masks).to(device),
         block_first_step=steps_tensor(first_step),
         step_block=steps_tensor(step_block + [len(first_step) - 1] * padding),
         step_last=steps_tensor(step_last + [True] * padding, torch.bool),
         target_after=steps_tensor([t + [0] * padding for t in targets]),
         step_counter=steps_tensor(step_counter + [sum(span) + i for i in range(padding)]),
         row_bound=row_bound,
+        block_spans=block_spans,
         step_greedy=steps_tensor(step_greedy + [False] * padding, torch.bool) if any(step_greedy) else None,
         **_step_times(config, num_steps, step_t, padding, device),
     )
@@ -181,7 +188,8 @@ def _binomial_counts(config: SamplerConfig) -> bool:
     return config.unmask == "ancestral" or config.transfer_counts == "binomial"
 
 
-def _redraw_targets(config: SamplerConfig, generators: List[torch.Generator]) -> Callable[[int, int, int], List[int]]:
+def _redraw_targets(config: SamplerConfig, generator: Callable[[int], torch.Generator]
+                    ) -> Callable[[int, int, int], List[int]]:
     """``targets(n, s, row)``: for the redrawing rules, the positions of a row's ``n`` that are masked
     after each of a block's ``s`` steps: the schedule's counts, or with ``transfer_counts="binomial"``
     a fresh ``Binomial(n, t)`` draw at each step (each position masked again independently with the
@@ -194,16 +202,17 @@ def _redraw_targets(config: SamplerConfig, generators: List[torch.Generator]) ->
         if config.transfer_counts == "schedule":
             return _left_after(n, dict(enumerate(schedule_counts(schedule, n, s))), list(range(s)))
         t = torch.tensor(masked_fractions(config.schedule, n, s)[1:-1], dtype=torch.float64)
-        drawn = torch.binomial(torch.full_like(t, float(n)), t, generator=generators[row])
+        drawn = torch.binomial(torch.full_like(t, float(n)), t, generator=generator(row))
         return [int(m) for m in drawn.tolist()] + [0]
 
     return targets
 
 
-def _commit_counter(config: SamplerConfig, generators: List[torch.Generator]) -> Callable[[int, int, int], Dict[int, int]]:
+def _commit_counter(config: SamplerConfig, generator: Callable[[int], torch.Generator]
+                    ) -> Callable[[int, int, int], Dict[int, int]]:
     """``counts(n, s, row)``: tokens a row with ``n`` masked positions commits at each of a block's ``s``
-    steps, by step (steps that commit nothing may be left out); ``generators``: each row's, seeded by
-    its own seed."""
+    steps, by step (steps that commit nothing may be left out); ``generator(row)``: each row's, seeded
+    by its own seed (made on first use)."""
     schedule = resolve_schedule(config.schedule)
     if not _binomial_counts(config):
         cache: Dict[Tuple[int, int], Dict[int, int]] = {}
@@ -221,7 +230,7 @@ def _commit_counter(config: SamplerConfig, generators: List[torch.Generator]) ->
         # cost follows n, not the number of steps
         if n == 0:
             return {}
-        v = 1.0 - torch.rand(n, generator=generators[row], dtype=torch.float64)
+        v = 1.0 - torch.rand(n, generator=generator(row), dtype=torch.float64)
         return dict(Counter(reveal_steps(config.schedule, v, n, s).tolist()))
 
     return ancestral_counts

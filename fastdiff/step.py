@@ -452,7 +452,12 @@ def sedd_move_probability(rate: torch.Tensor, log_scores: torch.Tensor, mask_tok
     # the Euler / analytic categorical: tokens a s_j, the mask 1 - a S (clipped at 0 as SEDD's sampling
     # of a negative weight never picks it); the token's law given a move is s_j / S, drawn already
     mask_index = torch.full((1,), mask_token_id, dtype=torch.int64, device=log_scores.device)
-    log_total = torch.logsumexp(log_scores.float().index_fill(-1, mask_index, float("-inf")), dim=-1)
+    scores = log_scores.float().index_fill(-1, mask_index, float("-inf"))  # a copy, worked on in place
+    # log S = m + log sum_j exp(s_j - m), m the row's largest score (0 where it is infinite: a row of
+    # -inf sums to 0); torch.logsumexp's steps, without its temporary
+    top = scores.amax(dim=-1, keepdim=True)
+    top.masked_fill_(top.abs() == float("inf"), 0.0)
+    log_total = scores.sub_(top).exp_().sum(dim=-1).log_().add_(top[:, 0])
     return torch.exp((torch.log(rate) + log_total).clamp(max=0.0))
 
 

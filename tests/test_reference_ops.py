@@ -230,18 +230,20 @@ def _brute_force_topk(scores, eligible, k, threshold=None):
     return out
 
 
-def test_row_ranks_order_by_tier_then_key_then_index(fresh_seed):
-    """The ranking under selection and remasking (numpy's lexsort on the CPU) against Python's sort:
-    ties, signed zeros and infinities included."""
+def test_row_ranking_orders_by_tier_then_key_then_index(fresh_seed):
+    """The ranking under selection and remasking (one sorted 64-bit key per element on the CPU)
+    against Python's sort, for every count: ties, signed zeros, infinities and tiny magnitudes."""
     g = torch.Generator().manual_seed(fresh_seed)
-    values = torch.tensor([-float("inf"), -1.0, -0.0, 0.0, 0.5, float("inf")])
+    values = torch.tensor([-float("inf"), -3e38, -1.0, -1e-45, -0.0, 0.0, 1e-45, 0.5, 3e38, float("inf")])
     for shape in [(1, 1), (3, 17), (2, 64)]:
         keys = values[torch.randint(0, len(values), shape, generator=g)]
         tier = torch.rand(shape, generator=g) < 0.6
-        ranks = reference._rank_rows(keys, tier)
-        for b in range(shape[0]):
-            order = sorted(range(shape[1]), key=lambda i: (not tier[b, i], -keys[b, i].item(), i))
-            assert ranks[b].tolist() == [order.index(i) for i in range(shape[1])]
+        for count in range(shape[1] + 1):
+            n = torch.randint(0, count + 1, (shape[0],), generator=g)
+            chosen = reference._first_ranked(keys, tier, n)
+            for b in range(shape[0]):
+                order = sorted(range(shape[1]), key=lambda i: (not tier[b, i], -keys[b, i].item(), i))
+                assert chosen[b].nonzero()[:, 0].tolist() == sorted(order[:int(n[b])])
 
 
 @pytest.mark.parametrize("threshold", [None, 0.5])

@@ -50,8 +50,9 @@ def test_fast_rows_match_the_reference(mode, V, fresh_seed):
     _assert_same(*_both(z, fresh_seed, **mode))
 
 
+@pytest.mark.parametrize("suppress_ids", [[0, 63], None])
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()))
-def test_edge_rows_match_the_reference(mode, fresh_seed):
+def test_edge_rows_match_the_reference(mode, suppress_ids, fresh_seed):
     g = torch.Generator().manual_seed(fresh_seed)
     z = torch.randint(-3, 4, (12, 64), generator=g).float()  # integer logits: ties at every threshold
     z[1, 5] = float("nan")
@@ -61,7 +62,10 @@ def test_edge_rows_match_the_reference(mode, fresh_seed):
     z[5, :] = 0.0  # all tied
     z[6, 10] = 1e38  # overflows at small temperatures
     z[7, 1:] = float("-inf")  # one drawable token
-    _assert_same(*_both(z, fresh_seed, suppress_ids=[0, 63], **mode))
+    z[8, 63] = 50.0  # a suppressed id above every drawable logit
+    z[9, 0] = float("inf")  # +inf in a suppressed column marks the row bad too
+    z[10, 1:63] = float("-inf")  # only suppressed ids left: nothing drawable
+    _assert_same(*_both(z, fresh_seed, suppress_ids=suppress_ids, **mode))
 
 
 def test_the_torch_backend_runs_the_fast_path(monkeypatch, fresh_seed):

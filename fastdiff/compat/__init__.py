@@ -77,23 +77,22 @@ def cached_sampler(model, family: str, runner: Callable[[], ModelRunner], mask_t
         family: the drop-in's name (part of the key).
         runner: makes the model runner (a :class:`WeakModelRunner` or a subclass).
         mask_token_id: the mask token.
-        settings: the :class:`~fastdiff.SamplerConfig` fields the drop-in sets; they are checked on
-            every call (errors name them) and are part of the key.
+        settings: the :class:`~fastdiff.SamplerConfig` fields the drop-in sets; they are part of the
+            key, and checked when a Sampler is built for them (errors name them).
 
     Returns:
         The Sampler. At most :data:`SAMPLERS_PER_MODEL` are kept per model, least recently used first out.
     """
-    config = SamplerConfig().replace(**settings)
-    key = (family, mask_token_id, tuple(sorted(settings.items())))
-
     def build() -> Sampler:
-        return Sampler(runner(), mask_token_id=mask_token_id, config=config)
+        return Sampler(runner(), mask_token_id=mask_token_id, config=SamplerConfig().replace(**settings))
 
+    key = (family, mask_token_id, tuple(sorted(settings.items())))
     try:
+        hash(key)
         per_model = _samplers.get(model)
         if per_model is None:
             per_model = _samplers[model] = OrderedDict()
-    except TypeError:  # not weakly referenceable, or not hashable
+    except TypeError:  # not weakly referenceable, or not hashable (the model or a setting)
         return build()
     sampler = per_model.get(key)
     if sampler is None:

@@ -134,16 +134,22 @@ def uniform_noise(rng_state: torch.Tensor, stream: int, rows: torch.Tensor, inde
 def _uniform_on_host(state: np.ndarray, stream: int, rows: np.ndarray, index: np.ndarray,
                      cols: np.ndarray) -> np.ndarray:
     """:func:`uniform_noise` in numpy on CPU arrays: the same bits. The keys' seed / counter part
-    depends on the batch row only, so it is hashed once per row, in Python ints (a batch has few rows);
-    the rest per element, in numpy's uint32."""
+    depends on the batch row only, so it is hashed once per row, in Python ints (a batch has few rows),
+    and so are the whole keys when ``index`` is one number (the per-position streams); the rest per
+    element, in numpy's uint32."""
     salt = stream_salt(stream)
     row_key = []
     for seed, counter in state[:, :2].tolist():
         k = _hash32_int((seed & _MASK32) ^ salt)
         k = _hash32_int(k ^ ((seed >> 32) & _MASK32))
         row_key.append(_hash32_int((k + counter) & _MASK32))
-    key_a = _hash32_host(np.array(row_key, dtype=np.uint32)[rows] ^ index.astype(np.uint32))
-    key_b = _hash32_host(key_a + np.uint32(KEY_B_SALT))
+    if index.ndim == 0:
+        row_a = [_hash32_int(k ^ (int(index) & _MASK32)) for k in row_key]
+        key_a = np.array(row_a, dtype=np.uint32)[rows]
+        key_b = np.array([_hash32_int((k + KEY_B_SALT) & _MASK32) for k in row_a], dtype=np.uint32)[rows]
+    else:
+        key_a = _hash32_host(np.array(row_key, dtype=np.uint32)[rows] ^ index.astype(np.uint32))
+        key_b = _hash32_host(key_a + np.uint32(KEY_B_SALT))
     bits = _hash32_host(cols.astype(np.uint32) ^ key_a)
     bits += key_b
     u = np.right_shift(_hash32_host(bits), np.uint32(9), out=bits).astype(np.float32)
@@ -299,12 +305,14 @@ def sample_rows_reference(logits_rows: torch.Tensor, row_ids: torch.Tensor, rng_
     return tokens, scores
 
 
-def source_rows(b_idx: torch.Tensor, l_idx: torch.Tensor, L: int, logits_shift: bool = False) -> torch.Tensor:
-    """The rows of the ``[B * L, V]`` logits that the positions ``(b_idx, l_idx)`` are sampled from: their
-    own, or with ``logits_shift`` the one before (position 0 its own)."""
+def source_rows(b_idx, l_idx, L: int, logits_shift: bool = False):
+    """The rows of the ``[B * L, V]`` logits that the positions ``(b_idx, l_idx)`` (int64 tensors, or
+    numpy arrays: the result is of the same kind) are sampled from: their own, or with ``logits_shift``
+    the one before (position 0 its own)."""
+    if isinstance(b_idx, np.ndarray):
+        return b_idx * L + (np.maximum(l_idx - 1, 0) if logits_shift else l_idx)
     if b_idx.device.type == "cpu":  # numpy: a fraction of torch's cost per call on a few positions
-        b, l = b_idx.numpy(), l_idx.numpy()
-        return torch.from_numpy(b * L + (np.maximum(l - 1, 0) if logits_shift else l))
+        return torch.from_numpy(source_rows(b_idx.numpy(), l_idx.numpy(), L, logits_shift))
     return b_idx * L + ((l_idx - 1).clamp(min=0) if logits_shift else l_idx)
 
 
@@ -416,20 +424,31 @@ def _sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppre
 # --------------------------------------------------------------------------------------------------
 # select_topk
 # --------------------------------------------------------------------------------------------------
-def _rank_rows(keys: torch.Tensor, tier: torch.Tensor) -> torch.Tensor:
-    """Rank of each element in its row: higher tier first, then larger key, then lower index (``keys``
-    without NaN). On the CPU one stable numpy ``lexsort`` (by tier, then by ``-key``; ``-`` is exact and
-    ``-0.0`` ties ``0.0`` as in torch) replaces the two stable torch sorts: the same order, for a
-    fraction of the per-op cost at a canvas's sizes."""
+def _first_ranked(keys: torch.Tensor, tier: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """bool ``[B, L]``: the ``n[b]`` first of each row in the order higher tier first, then larger key,
+    then lower index (``keys`` fp32 without NaN, ``-0.0`` tied with ``0.0``; ``n`` int64 ``[B]`` within
+    ``[0, L]``).
+
+    On the CPU each element gets one unsigned 64-bit key in that order: the tier's bit, the key's
+    bits mapped to an order-preserving integer and inverted (larger first), the index; numpy sorts
+    the rows (a vectorised sort, a fraction of a stable two-key sort's cost) and the ``n``-th key of
+    each row is the bound. Elsewhere two stable sorts rank the rows."""
+    B, L = keys.shape
     if keys.device.type == "cpu":
-        order = np.lexsort((np.negative(keys.detach().numpy()), np.logical_not(tier.numpy())), axis=-1)
-        return torch.from_numpy(np.argsort(order, axis=-1))  # a permutation's argsort is its inverse
+        bits = (keys.detach().numpy() + np.float32(0.0)).view(np.uint32)  # + 0.0: -0.0 becomes 0.0
+        # negative floats: every bit flipped; the others: the sign bit set (an integer order)
+        ordered = bits ^ ((bits >> np.uint32(31)) * np.uint32(0x7FFFFFFF) | np.uint32(0x80000000))
+        key = (np.logical_not(tier.numpy()).astype(np.uint64) << np.uint64(63)
+               | (~ordered).astype(np.uint64) << np.uint64(31) | np.arange(L, dtype=np.uint64))
+        counts = n.numpy()
+        bound = np.take_along_axis(np.sort(key, axis=-1), np.maximum(counts - 1, 0)[:, None], axis=-1)
+        return torch.from_numpy((key <= bound) & (counts[:, None] > 0))
     order = torch.sort(keys, dim=-1, descending=True, stable=True).indices
     tier_sorted = torch.gather(tier.to(torch.int8), -1, order)
     order = torch.gather(order, -1, torch.sort(tier_sorted, dim=-1, descending=True, stable=True).indices)
     ranks = torch.empty_like(order)
-    ranks.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
-    return ranks
+    ranks.scatter_(-1, order, torch.arange(L, device=order.device).expand_as(order))
+    return ranks < n[:, None]
 
 
 def select_topk_reference(
@@ -475,8 +494,7 @@ def select_topk_reference(
         tier = torch.where(use_above[:, None], above, eligible)
         k = torch.minimum(k, torch.where(use_above, n_above, torch.ones_like(n_above)))
     k = torch.minimum(k.clamp(min=0), tier.sum(dim=-1))
-    ranks = _rank_rows(keys, tier)
-    return tier & (ranks < k[:, None])
+    return tier & _first_ranked(keys, tier, k)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -525,8 +543,7 @@ def commit_remask_reference(
         keys = keys / tau + position_gumbel(rng_state, STREAM_REMASK, B, L)
     n = torch.minimum(n_remask.to(device=canvas.device, dtype=torch.int64).reshape(B).clamp(min=0),
                       candidates.sum(dim=-1))
-    ranks = _rank_rows(keys, candidates)
-    chosen = candidates & (ranks < n[:, None])
+    chosen = candidates & _first_ranked(keys, candidates, n)
     canvas.masked_fill_(chosen, mask_id)
     confidence.masked_fill_(chosen, float("nan"))
 
