@@ -11,6 +11,8 @@ tests prove fastdiff gives their tokens), imported from there, so the loop timed
 tests check against. Models are small random ones (no download): on the LLaDA-sized vocabulary
 (126,464) the model is tiny, so the time is mostly the sampler's.
 
+Torch's thread count is left as it is (``OMP_NUM_THREADS=1`` pins one) and printed with the ratios.
+
 Sizes: small on the CPU (the module takes well under a minute and a half on 2 cores); realistic
 lengths and vocabularies on CUDA. On the CPU fastdiff runs its PyTorch reference ops, not the Triton
 kernels or CUDA graphs its speed comes from, so CPU ratios say little about GPU ones.
@@ -185,7 +187,8 @@ def medians(request):
             return
         with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
             reporter.write_line("")
-            reporter.write_sep("-", f"fastdiff.compat vs eager reference loops ({DEVICE.type}, medians, same run)")
+            reporter.write_sep("-", f"fastdiff.compat vs eager reference loops ({DEVICE.type}, "
+                                    f"{torch.get_num_threads()} torch thread(s), medians, same run)")
             for name, eager, fast in pairs:
                 model_s = table[name].get("eager_model")
                 ceiling = f"   (model forwards {100 * model_s / eager:.0f}% of eager: a free sampler reaches " \

@@ -103,7 +103,7 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
             raise_if_bad(st)
         if selected is None:
             selected = ranking.select(host.target_after[:, step], host.step_last[step], rows, columns, scores)
-        commit = (selected & (tokens >= 0)).nonzero()[0]
+        commit = selected & (tokens >= 0)
         committed_rows, committed_columns = rows[commit], columns[commit]
         canvas[committed_rows, committed_columns] = tokens[commit]
         confidence[committed_rows, committed_columns] = scores[commit]

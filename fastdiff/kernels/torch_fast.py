@@ -122,7 +122,7 @@ def greedy_on_host(z: np.ndarray, suppressed: Optional[np.ndarray], score: str):
     tokens = z.argmax(axis=1)  # the first maximum, or the first NaN
     every_row = np.arange(M)
     top = z[every_row, tokens]
-    usable = (top > -np.inf) & (top < np.inf)  # no NaN / +inf in the row, and a drawable token
+    usable = np.isfinite(top)  # no NaN / +inf in the row, and a drawable token
     if suppressed is not None:
         usable &= held_max < np.inf
     q = torch.softmax(torch.from_numpy(z), dim=1)  # torch's fused softmax: one read, one write
