@@ -241,6 +241,7 @@ def test_row_ranking_orders_by_tier_then_key_then_index(fresh_seed):
         for count in range(shape[1] + 1):
             n = torch.randint(0, count + 1, (shape[0],), generator=g)
             chosen = reference._first_ranked(keys, tier, n)
+            assert torch.equal(chosen, reference._first_ranked_by_sorts(keys, tier, n))  # the other devices'
             for b in range(shape[0]):
                 order = sorted(range(shape[1]), key=lambda i: (not tier[b, i], -keys[b, i].item(), i))
                 assert chosen[b].nonzero()[:, 0].tolist() == sorted(order[:int(n[b])])

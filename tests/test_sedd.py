@@ -16,6 +16,7 @@ import torch
 from fastdiff import Sampler
 from fastdiff.compat import sedd
 from fastdiff.noise import GeometricNoise, LogLinearNoise
+from fastdiff.step import sedd_move_probability
 from time_models import TinySEDD, sedd_reference_loop
 from test_redraw_rules import _chi_square_p
 
@@ -229,3 +230,22 @@ def test_the_reference_loop_has_the_same_law(predictor, fresh_seed):
     x = sedd_reference_loop(model, LogLinearNoise(), 4000, 2, predictor, 3)
     law = exact_law(model, (), LogLinearNoise(), predictor, 3, 1e-5, True)[-1]
     assert _chi_square_p(_frequencies(x, 0), law, 4000) > 1e-4
+
+
+def test_the_move_probability_is_torch_logsumexps_to_the_bit(fresh_seed):
+    """``min(1, rate * S)`` over the tokens, the mask left out: torch.logsumexp's own steps, in place on
+    one copy, so the same bits on random rows and on rows of -inf, +inf and NaN; the scores untouched."""
+    g = torch.Generator().manual_seed(fresh_seed)
+    scores = torch.randn(8, 50, generator=g) * 4
+    scores[1, :49] = float("-inf")  # nothing but the mask: S = 0
+    scores[2, 3] = float("inf")
+    scores[3, 4] = float("nan")
+    scores[4, 49] = 1e30  # the mask's own score never counts
+    given = scores.clone()
+    for rate in (0.07, 3.0, float("inf")):
+        rate = torch.tensor(rate)
+        got = sedd_move_probability(rate, scores, 49)
+        log_total = torch.logsumexp(scores.index_fill(-1, torch.tensor([49]), float("-inf")), dim=-1)
+        expected = torch.exp((torch.log(rate) + log_total).clamp(max=0.0))
+        torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(scores.nan_to_num(), given.nan_to_num())

@@ -68,6 +68,16 @@ def test_edge_rows_match_the_reference(mode, suppress_ids, fresh_seed):
     _assert_same(*_both(z, fresh_seed, suppress_ids=suppress_ids, **mode))
 
 
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()))
+def test_torch_selections_match_the_reference_too(mode, monkeypatch, fresh_seed):
+    """The selections and sorts other devices run in torch (numpy's on the CPU), on the CPU: the same
+    tokens, on random and tied rows."""
+    monkeypatch.setattr(torch_fast, "_in_numpy", lambda x: False)
+    g = torch.Generator().manual_seed(fresh_seed)
+    for z in (torch.randn(33, 1000, generator=g) * 3, torch.randint(-3, 4, (12, 64), generator=g).float()):
+        _assert_same(*_both(z, fresh_seed, **mode))
+
+
 def test_the_torch_backend_runs_the_fast_path(monkeypatch, fresh_seed):
     calls = []
     fast = torch_fast.sample_rows

@@ -432,8 +432,8 @@ def _first_ranked(keys: torch.Tensor, tier: torch.Tensor, n: torch.Tensor) -> to
     On the CPU each element gets one unsigned 64-bit key in that order: the tier's bit, the key's
     bits mapped to an order-preserving integer and inverted (larger first), the index; numpy sorts
     the rows (a vectorised sort, a fraction of a stable two-key sort's cost) and the ``n``-th key of
-    each row is the bound. Elsewhere two stable sorts rank the rows."""
-    B, L = keys.shape
+    each row is the bound. Elsewhere :func:`_first_ranked_by_sorts`."""
+    L = keys.shape[1]
     if keys.device.type == "cpu":
         bits = (keys.detach().numpy() + np.float32(0.0)).view(np.uint32)  # + 0.0: -0.0 becomes 0.0
         # negative floats: every bit flipped; the others: the sign bit set (an integer order)
@@ -443,6 +443,12 @@ def _first_ranked(keys: torch.Tensor, tier: torch.Tensor, n: torch.Tensor) -> to
         counts = n.numpy()
         bound = np.take_along_axis(np.sort(key, axis=-1), np.maximum(counts - 1, 0)[:, None], axis=-1)
         return torch.from_numpy((key <= bound) & (counts[:, None] > 0))
+    return _first_ranked_by_sorts(keys, tier, n)
+
+
+def _first_ranked_by_sorts(keys: torch.Tensor, tier: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """:func:`_first_ranked` on any device: two stable sorts rank the rows."""
+    L = keys.shape[1]
     order = torch.sort(keys, dim=-1, descending=True, stable=True).indices
     tier_sorted = torch.gather(tier.to(torch.int8), -1, order)
     order = torch.gather(order, -1, torch.sort(tier_sorted, dim=-1, descending=True, stable=True).indices)
