@@ -9,7 +9,9 @@ Same tokens for the same seed, and the same scores up to the order of fp32 sums:
   above a row's ``n``-th largest among the columns of the ``n + 1`` interleaved chunks with the largest
   maxima (every logit outside them is at most the smallest of those maxima, which proves the selection),
   so about ``2 sqrt(n V)`` values are ranked, not ``V``; the nucleus grows ``n`` (64, then 512) until it
-  holds the kept mass;
+  holds the kept mass; on the CPU these selections and the candidates' sorts run in numpy (introselect
+  and a vectorised sort, several times faster than ``torch.topk`` / ``torch.sort`` there);
+* greedy blocks of small fp32 rows are sampled from their numpy view (:func:`greedy_on_host`);
 * Gumbel noise is drawn only at the candidates (the stream addresses are the reference's, so the draws
   are too), and ties go to the lowest vocabulary index, as in the reference.
 
