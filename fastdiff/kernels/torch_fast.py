@@ -273,9 +273,16 @@ def _nucleus(z, t, p, skip):
     n = min(_NUCLEUS_GUESS, V)
     while True:
         values, columns, unproven = _at_least(z, n)
-        order = _descending_order(values)
-        values, columns = values.gather(1, order), columns.gather(1, order)
         probs = q.gather(1, columns).masked_fill(torch.isneginf(values), 0.0)
+        if n * _NUCLEUS_MAX_SHARE < V:
+            # a row whose candidates hold less than p in all (the margin covers the order of the fp32
+            # sums) falls short whatever their order: the next, larger guess ranks every row again
+            surely_short = ~skip & ~unproven & (probs.sum(dim=1) < p * (1 - 1e-3))
+            if bool(surely_short.any()):
+                n = min(n * _NUCLEUS_GROWTH, V)
+                continue
+        order = _descending_order(values)
+        values, columns, probs = values.gather(1, order), columns.gather(1, order), probs.gather(1, order)
         last = ((torch.cumsum(probs, dim=1) - probs) < p).sum(dim=1, keepdim=True) - 1
         # the nucleus may go on past the row's ranked logits (the -inf after them count as mass 0)
         ranked = torch.isfinite(values).sum(dim=1)
