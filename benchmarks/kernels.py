@@ -22,8 +22,8 @@ Kernel times come from ``triton.testing.do_bench`` on CUDA (median of its repeat
 synchronised by it) and from the median of ``repeats`` timed calls on the CPU. On the CPU each
 ``sample_masked`` case alternates its calls with the yardstick's on the same canvas and is reported
 against that yardstick's median (a shared CPU's load moves both alike; the yardstick's own row keeps
-its first timing). The results (JSON and a
-markdown table, named after the device) go to ``benchmarks/results/kernels-<device>.*``.
+its first timing). The results (JSON and a markdown table, named after the device) go to
+``benchmarks/results/kernels-<device>.*``.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -203,9 +203,10 @@ class KernelBench:
                               seed=seed, backend=case.impl)
         return commit, read * 4
 
-    def _time_alongside_ms(self, fn: Callable[[], object], other: Callable[[], object]):
+    def _time_alongside_ms(self, fn: Callable[[], object], other: Callable[[], object]) -> Tuple[float, float]:
         """CPU: the medians of ``repeats`` calls of ``fn`` and of ``other``, the two alternating."""
-        fn(), other()
+        fn()  # warm up outside the timing
+        other()
         times: Dict[Callable, List[float]] = {fn: [], other: []}
         for _ in range(self.size.repeats):
             for f in (fn, other):
