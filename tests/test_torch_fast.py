@@ -148,9 +148,9 @@ def test_ties_across_the_whole_row_stay_exact_on_the_fast_path(monkeypatch):
         monkeypatch.undo()
 
 
-def test_a_nucleus_longer_than_the_first_guess_grows_next_to_tied_rows(monkeypatch):
-    """Row 0's ties widen the ranked block past row 1's own logits; row 1's nucleus (about 90 tokens)
-    outgrows the first guess of 64 and must still be found whole."""
+def test_tied_rows_and_long_nuclei_stay_on_the_fast_path(monkeypatch):
+    """Row 0: 70 tied logits, its nucleus a whole tie group; row 1: a nucleus of about 90 close logits
+    spread over several quarter-octave bins. Both are ranked without the reference."""
     z = torch.zeros(2, 4096)
     z[0, :70] = 10.0
     z[1, 100:200] = 10.0 + 0.001 * torch.arange(100.0)
@@ -159,6 +159,47 @@ def test_a_nucleus_longer_than_the_first_guess_grows_next_to_tied_rows(monkeypat
     got = _both(z, 0, temperature=1.0, top_p=0.9, score="confidence")[0]
     _assert_same(got, expected)
     assert handed[1:] == []
+
+
+@pytest.mark.parametrize("top_p", [0.3, 0.9, 0.999])
+def test_nucleus_boundaries_inside_tie_groups_and_bins(top_p, monkeypatch, fresh_seed):
+    """Nuclei ending inside a group of tied logits (kept whole), inside a quarter-octave bin of distinct
+    logits (only that bin is sorted), at a single token, and on a vocabulary of 16-wide chunks whose
+    maxima only bound the mass: the reference's tokens, none of these rows handed to it."""
+    g = torch.Generator().manual_seed(fresh_seed)
+    V = 40_000  # 2,500 chunks of 16
+    z = torch.randn(6, V, generator=g) - 12.0  # a background far below the tokens that matter
+    z[0, 1000:1040] = 3.0  # one tie group holds most of the mass
+    z[1, :300] = torch.linspace(2.0, 2.2, 300)  # 300 close logits: a few bins
+    z[2, 17] = 30.0  # a one-token nucleus
+    z[3] = torch.randn(V, generator=g) * 4  # spread: the nucleus spans many bins
+    z[4, ::97] = 1.0  # ties strided across the chunks
+    z[5, 5:9] = 4.0
+    z[5, 500:520] = 3.5
+    expected = _both(z, fresh_seed, temperature=1.0, top_p=top_p, score="margin")[1]
+    handed = _reference_rows(monkeypatch)
+    got = _both(z, fresh_seed, temperature=1.0, top_p=top_p, score="margin")[0]
+    _assert_same(got, expected)
+    assert handed[1:] == []
+
+
+def test_nucleus_sums_short_of_p_go_to_the_reference(monkeypatch, fresh_seed):
+    """Where the tokens' own histogram falls short of p in the bin the bound proved (forced here by
+    halving its masses), the rows go to the reference, which still gives its tokens."""
+    g = torch.Generator().manual_seed(fresh_seed)
+    z = torch.randn(6, 3000, generator=g) * 3
+    expected = _both(z, fresh_seed, temperature=0.9, top_p=0.9, score="confidence")[1]
+    running, calls = torch_fast._running_mass, []
+
+    def exact_sums_short(mass, p):  # the bound's histogram first, then the tokens' own
+        calls.append(1)
+        return running(mass if len(calls) % 2 else mass * 0.5, p)
+
+    monkeypatch.setattr(torch_fast, "_running_mass", exact_sums_short)
+    handed = _reference_rows(monkeypatch)
+    got = _both(z, fresh_seed, temperature=0.9, top_p=0.9, score="confidence")[0]
+    _assert_same(got, expected)
+    assert len(calls) == 2 and handed[1:] == [6]
 
 
 @pytest.mark.parametrize("mode", [dict(temperature=1.0, score="confidence"), dict(temperature=0.7, score="entropy"),
