@@ -234,19 +234,10 @@ def _compacted(kept, tensors, width, fills=None):
     """Each row's ``kept`` entries (bool ``[M, C]``) of the ``tensors`` (each ``[M, C]``) first, in their
     order, as ``[M, width]`` (``width``: at least every row's count), ``fills`` (default 0) after them."""
     M = kept.shape[0]
-    slot = torch.where(kept, _running_count(kept) - 1, width)  # slot `width` is a dump
+    slot = torch.where(kept, torch.cumsum(kept, dim=1) - 1, width)  # slot `width` is a dump
     fills = fills or (0,) * len(tensors)
     return tuple(torch.full((M, width + 1), fill, dtype=x.dtype, device=x.device).scatter_(1, slot, x)[:, :width]
                  for x, fill in zip(tensors, fills))
-
-
-def _running_count(kept):
-    """int64 ``[M, C]``: the ``True`` entries of each row of ``kept`` up to and including each column. On
-    the CPU numpy's cumulative sum, 4x faster than torch's on bool there (0.44 ms against 1.9 ms on
-    256 x 2,048)."""
-    if _in_numpy(kept):
-        return torch.from_numpy(np.cumsum(kept.numpy(), axis=1))
-    return torch.cumsum(kept, dim=1)
 
 
 def _in_numpy(x) -> bool:
