@@ -63,6 +63,8 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
     returns the canvas history (``None`` unless ``keep_history``)."""
     host = _HostPlan(plan)
     canvas, confidence, editable, done = st.canvas.numpy(), st.confidence.numpy(), st.editable.numpy(), st.done.numpy()
+    L = canvas.shape[1]
+    flat_canvas, flat_confidence = canvas.reshape(-1), confidence.reshape(-1)  # views: the state tensors are contiguous
     rng = st.rng.numpy()
     history = [] if keep_history else None
     choose_first = _chooses_first(denoise.config)
@@ -73,6 +75,7 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
     suppressed = functools.lru_cache(maxsize=None)(lambda V: torch_fast.suppressed_columns(options["suppress_ids"], V))
     ranking = _Ranking(denoise, st)
     open_slots = editable & (canvas == denoise.mask_token_id)  # updated as tokens are committed
+    no_autograd = torch.inference_mode()  # the forward and the draw make tensors no caller sees
     step, nfe = 0, 0
     for call in range(plan.num_steps):
         work = open_slots & ~done[:, None] if st.eos_ids is not None else open_slots
@@ -88,7 +91,7 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
             st.time.copy_(plan.step_time[step])
         if host.step_greedy is not None:
             options["temperature"] = 0.0 if host.step_greedy[step] else temperature
-        with torch.inference_mode():  # the forward and the draw make tensors no caller sees: no autograd state
+        with no_autograd:
             if choose_first and buckets[call] is None:
                 selected, tokens, scores = _choose_then_draw(denoise, st, host, ranking, plan, step, rows, columns,
                                                              call, options)
@@ -98,16 +101,16 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
                 selected = None
         if st.defer_ids is not None:
             scores = np.where(np.isin(tokens, st.defer_ids.numpy()), np.float32("-inf"), scores)
-        if np.isnan(scores).any():
+        if np.isnan(scores.sum()):  # a NaN anywhere (the scores are never +inf, so -inf + inf cannot make one)
             st.bad_step.fill_(nfe - 1)
             raise_if_bad(st)
         if selected is None:
             selected = ranking.select(host.target_after[:, step], host.step_last[step], rows, columns, scores)
         commit = selected & (tokens >= 0)
-        committed_rows, committed_columns = rows[commit], columns[commit]
-        canvas[committed_rows, committed_columns] = tokens[commit]
-        confidence[committed_rows, committed_columns] = scores[commit]
-        open_slots[committed_rows, committed_columns] = False  # never the mask token: it is always suppressed
+        committed = rows[commit] * L + columns[commit]  # flat positions of the [B, L] canvas
+        flat_canvas[committed] = tokens[commit]
+        flat_confidence[committed] = scores[commit]
+        open_slots.reshape(-1)[committed] = False  # never the mask token: it is always suppressed
         if st.eos_ids is not None:
             finish_rows_at_eos(st, denoise.mask_token_id)
             open_slots = editable & (canvas == denoise.mask_token_id)  # EOS fills the rest of a finished row
@@ -236,8 +239,9 @@ class _Ranking:
             tier = np.where(use_above[rows], above, True)
             k = np.minimum(k, np.where(use_above, n_above, 1))
             order = np.lexsort((np.negative(keys), ~tier, rows))  # the tier first
-        # the rows are ascending, so the ranked order keeps them where they were: rank = index - row start
-        rank = np.arange(len(rows)) - (np.cumsum(n_masked) - n_masked)[rows]
+        # the rows are ascending, so the ranked order keeps them where they were: the i-th ranked entry
+        # is chosen while i is below its row's start plus its row's k
+        ends = (n_masked.cumsum() - n_masked + k)[rows]
         chosen = np.zeros(len(rows), dtype=bool)
-        chosen[order] = rank < k[rows] if tier is None else tier[order] & (rank < k[rows])
+        chosen[order] = np.arange(len(rows)) < ends if tier is None else tier[order] & (np.arange(len(rows)) < ends)
         return chosen

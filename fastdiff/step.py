@@ -75,7 +75,7 @@ def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, ca
         "max_edit_steps": scalar(config.max_edit_steps, torch.int64),
     }
     return StepState(
-        canvas=canvas,
+        canvas=canvas.contiguous(),  # the host step writes it through flat views
         confidence=torch.full((B, L), float("nan"), dtype=torch.float32, device=device),
         editable=editable,
         fixed=real & ~editable,

@@ -93,6 +93,11 @@ def test_host_step_infills_what_the_denoiser_does(monkeypatch, fresh_seed):
     canvas[torch.rand(2, 20, generator=g) < 0.5] = MASK
     sampler = Sampler(model, MASK, seed=fresh_seed, temperature=0.7, block_length=5, steps=8)
     _assert_same(*_both_paths(monkeypatch, lambda: sampler.infill(canvas)))
+    monkeypatch.undo()
+    strided = canvas.t().contiguous().t()  # the same canvas in column-major memory: the host step's flat views
+    hosted, eager = _both_paths(monkeypatch, lambda: sampler.infill(strided))
+    _assert_same(hosted, eager)
+    assert torch.equal(hosted.sequences, sampler.infill(canvas).sequences)
 
 
 def test_host_step_runs_the_masked_row_head_as_the_denoiser_does(monkeypatch, fresh_seed):

@@ -122,8 +122,10 @@ def greedy_on_host(z: np.ndarray, suppressed: Optional[np.ndarray], score: str):
     +inf anywhere (the suppressed columns too), or nothing drawable, gets ``(-1, NaN)``."""
     M, V = z.shape
     if suppressed is not None:  # NaN / +inf there mark the row too: their maximum is not below +inf
-        held_max = np.maximum.reduce(z[:, suppressed], axis=1)
-        z[:, suppressed] = -np.inf
+        columns = suppressed[0] if len(suppressed) == 1 else suppressed  # one id: a strided view, no gather
+        held = z[:, columns]
+        held_max = held.copy() if held.ndim == 1 else np.maximum.reduce(held, axis=1)
+        z[:, columns] = -np.inf
     tokens = z.argmax(axis=1)  # the first maximum, or the first NaN
     every_row = np.arange(M)
     top = z[every_row, tokens]
