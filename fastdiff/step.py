@@ -60,20 +60,23 @@ def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, ca
     def ids(values):
         return torch.tensor(list(values), dtype=torch.int64, device=device) if values else None
 
-    params = {
-        "temperature": scalar(config.temperature),
-        "score_temperature": scalar(config.score_temperature or 1.0),
-        "top_k": scalar(config.top_k or 1, torch.int32),
-        "top_p": scalar(config.top_p or 1.0),
-        "threshold": scalar(config.threshold or 0.0),
-        "factor": scalar(config.factor or 1.0),
-        "position_temperature": scalar(config.position_temperature),
-        "remask_ratio": scalar(config.remask_ratio),
-        "remask_temperature": scalar(config.remask_temperature),
-        "cfg_scale": scalar(config.cfg_scale),
-        "edit_threshold": scalar(config.edit_threshold or 1.0),
-        "max_edit_steps": scalar(config.max_edit_steps, torch.int64),
+    fp32_params = {
+        "temperature": config.temperature,
+        "score_temperature": config.score_temperature or 1.0,
+        "top_p": config.top_p or 1.0,
+        "threshold": config.threshold or 0.0,
+        "factor": config.factor or 1.0,
+        "position_temperature": config.position_temperature,
+        "remask_ratio": config.remask_ratio,
+        "remask_temperature": config.remask_temperature,
+        "cfg_scale": config.cfg_scale,
+        "edit_threshold": config.edit_threshold or 1.0,
     }
+    # one tensor made, its elements as the 0-d params (graphs clone each into its own static buffer)
+    values = torch.tensor(list(fp32_params.values()), dtype=torch.float32, device=device)
+    params = dict(zip(fp32_params, values.unbind()))
+    params["top_k"] = scalar(config.top_k or 1, torch.int32)
+    params["max_edit_steps"] = scalar(config.max_edit_steps, torch.int64)
     return StepState(
         canvas=canvas.contiguous(),  # the host step writes it through flat views
         confidence=torch.full((B, L), float("nan"), dtype=torch.float32, device=device),

@@ -313,8 +313,9 @@ def _nucleus(z, t, p, skip):
     ranked &= counts * _NUCLEUS_MAX_SHARE <= V
     probs, values = q.view(-1).index_select(0, flat), z.reshape(-1).index_select(0, flat)
     bins = _bins(probs, top_key[:, 0].index_select(0, rows))
-    held, reach = _running_mass(torch.zeros(M * _NUCLEUS_BINS, device=z.device).index_add_(
-        0, rows * _NUCLEUS_BINS + bins, probs).view(M, _NUCLEUS_BINS), p)
+    # the exact masses in fp64: the reference's cumulative sums accumulate in fp64 on the CPU too
+    held, reach = _running_mass(torch.zeros(M * _NUCLEUS_BINS, dtype=torch.float64, device=z.device).index_add_(
+        0, rows * _NUCLEUS_BINS + bins, probs.double()).view(M, _NUCLEUS_BINS), p)
     ranked &= reach <= proven  # the exact sums reach p where the bound did
     limit = reach.masked_fill(~ranked, -1).index_select(0, rows)  # no token of the other rows is kept
     # the reach bin's tokens, largest first, while the mass before each is below p
@@ -323,10 +324,13 @@ def _nucleus(z, t, p, skip):
     order = _descending_order(edge_values)
     edge_values, edge_probs = edge_values.gather(1, order), edge_probs.gather(1, order)
     before = held.gather(1, (reach[:, None] - 1).clamp(min=0)).masked_fill(reach[:, None] == 0, 0.0)
-    last = ((before + torch.cumsum(edge_probs, dim=1) - edge_probs) < p).sum(dim=1, keepdim=True) - 1
+    # the mass before each as the reference rounds it: its running sum in fp32, less the token's own
+    mass_before = (before + torch.cumsum(edge_probs.double(), dim=1)).float() - edge_probs
+    last = (mass_before < p).sum(dim=1, keepdim=True) - 1
     tau = edge_values.gather(1, last.clamp(min=0))[:, 0]
-    # the bin's own sums fall short of p (fp32 order): the nucleus goes on into the next bin
-    ranked &= last[:, 0] < (edge_probs > 0).sum(dim=1)
+    # where rounding moves the end of the nucleus out of the bin (before it, or into the next one), the
+    # reference ranks the row
+    ranked &= (last[:, 0] >= 0) & (last[:, 0] < (edge_probs > 0).sum(dim=1))
     kept = (bins < limit) | (edge & (values >= tau.index_select(0, rows)))
     values, flat = _packed(kept, rows, M, (values, flat), (float("-inf"), 0))
     return values, flat % V, ~ranked
