@@ -17,8 +17,8 @@ Same tokens for the same seed, and the same scores up to the order of fp32 sums:
   are too), and ties go to the lowest vocabulary index, as in the reference.
 
 Rows the fast path does not prove are sampled by the reference itself: rows with NaN / +inf logits or
-fewer drawable tokens than ``k``, rows whose ``logits / T`` leaves the fp32 range, and rows whose
-nucleus may hold more than a quarter of the vocabulary (near-flat rows).
+fewer drawable tokens than ``k``, rows whose ``logits / T`` leaves the fp32 range, and the rare rows
+whose nucleus ends where fp32 rounding leaves it in doubt (:func:`_nucleus`).
 """
 from __future__ import annotations
 
@@ -33,10 +33,9 @@ import torch
 from fastdiff.kernels import reference
 from fastdiff.kernels.utils import STREAM_SAMPLE
 
-# top-p alone: the interleaved chunks whose maxima bound the mass (about), the quarter-octave bins below a
-# row's largest probability (the last one holds all below), and the share of the vocabulary beyond which
-# the reference (which ranks the whole row) takes over
-_NUCLEUS_CHUNKS, _NUCLEUS_BINS, _NUCLEUS_MAX_SHARE = 2048, 128, 4
+# top-p alone: the interleaved chunks whose maxima bound the mass (about), and the quarter-octave bins below
+# a row's largest probability (the last one holds all below)
+_NUCLEUS_CHUNKS, _NUCLEUS_BINS = 2048, 128
 # greedy blocks up to this many logits are sampled from their numpy view (:func:`greedy_on_host`). The
 # bound dates from a numpy exp pass; with torch's fused softmax inside, that path measured faster than
 # the torch one up to 256 x 8,192 too (2.3 ms against 3.0 ms on the CPU), a bound left to raise
@@ -290,9 +289,8 @@ def _nucleus(z, t, p, skip):
     mass before each is below ``p``; only that bin is sorted. The maxima of interleaved chunks are
     distinct tokens, so their histogram bounds the mass from below and proves a bin that the mass
     reaches (rows where it does not are histogrammed whole): only the tokens in it or above are
-    gathered, and their own histogram is the exact one. Rows with more than a quarter of the vocabulary
-    there (near-flat rows), or whose fp32 sums do not reach ``p`` where the bound did, go to the
-    reference."""
+    gathered, and their own histogram is the exact one. Rows whose fp32 sums do not reach ``p`` where
+    the bound did, or put the end of the nucleus outside the sorted bin, go to the reference."""
     M, V = z.shape
     q = z / t if t > 0 else z.clone(memory_format=torch.contiguous_format)
     q = torch.softmax(q, dim=1, out=q)  # the row's probabilities, in one pass
@@ -309,8 +307,6 @@ def _nucleus(z, t, p, skip):
     floor = floor.masked_fill(~ranked, float("inf"))
     flat = _flat_at_least(q, floor[:, None])
     rows = flat // V
-    counts = torch.bincount(rows, minlength=M)
-    ranked &= counts * _NUCLEUS_MAX_SHARE <= V
     probs, values = q.view(-1).index_select(0, flat), z.reshape(-1).index_select(0, flat)
     bins = _bins(probs, top_key[:, 0].index_select(0, rows))
     # the exact masses in fp64: the reference's cumulative sums accumulate in fp64 on the CPU too
