@@ -207,7 +207,8 @@ def medians(request):
         with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
             reporter.write_line("")
             reporter.write_sep("-", f"fastdiff.compat vs eager reference loops ({DEVICE.type}, "
-                                    f"{torch.get_num_threads()} torch thread(s), medians of alternating calls, same run)")
+                                    f"{torch.get_num_threads()} torch thread(s), medians of alternating calls, "
+                                    f"same run)")
             for name, eager, fast in pairs:
                 model_s = table[name].get("eager_model")
                 ceiling = f"   (model forwards {100 * model_s / eager:.0f}% of eager: a free sampler reaches " \

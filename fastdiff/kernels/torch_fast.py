@@ -10,8 +10,9 @@ Same tokens for the same seed, and the same scores up to the order of fp32 sums:
   maxima (every logit outside them is at most the smallest of those maxima, which proves the selection),
   so about ``2 sqrt(k V)`` values are ranked, not ``V``; :func:`_nucleus` histograms the probability
   mass by the probabilities' fp32 bits (quarter octaves; the GPU kernel's radix select histograms by
-  the logits' bits) and sorts only the bin where the running mass reaches ``p``; on the CPU the selections, compactions and sorts run in numpy
-  where it is several times faster than torch there (introselect, ``flatnonzero``, a vectorised sort);
+  the logits' bits) and sorts only the bin where the running mass reaches ``p``; on the CPU the
+  selections, the nucleus' comparison and the sorts run in numpy, several times faster than torch there
+  (introselect, ``flatnonzero``, a vectorised sort);
 * greedy blocks of small fp32 rows are sampled from their numpy view (:func:`greedy_on_host`);
 * Gumbel noise is drawn only at the candidates (the stream addresses are the reference's, so the draws
   are too), and ties go to the lowest vocabulary index, as in the reference.
