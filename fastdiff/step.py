@@ -78,9 +78,9 @@ def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, ca
     params["top_k"] = scalar(config.top_k or 1, torch.int32)
     params["max_edit_steps"] = scalar(config.max_edit_steps, torch.int64)
     return StepState(
-        canvas=canvas.contiguous(),  # the host step writes it through flat views
+        canvas=canvas.contiguous(),  # the host step writes it (and its open slots) through flat views
         confidence=torch.full((B, L), float("nan"), dtype=torch.float32, device=device),
-        editable=editable,
+        editable=editable.contiguous(),
         fixed=real & ~editable,
         attention_mask=attention,
         position_ids=runner.position_ids(attention) if padded else None,

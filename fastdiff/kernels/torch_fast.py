@@ -349,7 +349,8 @@ def _bins(x, top_key):
 
 def _proven_bin(x, top_key, p):
     """int64 ``[M]``: the first bin where the running mass of the probabilities ``x [M, C]`` (distinct
-    tokens') reaches ``p``, in the bins below ``top_key [M, 1]`` (the last bin: not reached)."""
+    tokens') reaches ``p``, in the bins below ``top_key [M, 1]``; ``NB - 1`` or more: not within the
+    bins (the last one holds everything below them)."""
     mass = torch.zeros((x.shape[0], _NUCLEUS_BINS), device=x.device).scatter_add_(1, _bins(x, top_key), x)
     return _running_mass(mass, p)[1]
 
