@@ -294,7 +294,8 @@ def _nucleus(z, t, p, skip):
     the bound did, or put the end of the nucleus outside the sorted bin, go to the reference."""
     M, V = z.shape
     q = z / t if t > 0 else z.clone(memory_format=torch.contiguous_format)
-    q = torch.softmax(q, dim=1, out=q)  # the row's probabilities, in one pass
+    # the row's probabilities, in one pass (into the same buffer on the CPU, where that was checked)
+    q = torch.softmax(q, dim=1, out=q) if _in_numpy(q) else torch.softmax(q, dim=1)
     w = max(1, V // _NUCLEUS_CHUNKS)
     maxima = _chunk_maxima(q, V // w, w) if w > 1 else q
     top_key = _bin_keys(maxima.amax(dim=1, keepdim=True))
