@@ -23,8 +23,8 @@ whose nucleus ends where fp32 rounding leaves it in doubt (:func:`_nucleus`). On
 possible: the reference normalises the sorted row and this path the row as it is, so the two softmaxes
 round differently (by about 1e-6 relative on 20,000 tokens); where ``p`` lies that close to the running
 mass at the end of a nucleus, the last token or tie group can be in one nucleus and not the other
-(seen on 2 of 600 random rows, rounded logits at ``p = 0.999`` among them; the scores then differ, the
-tokens only if that group is drawn).
+(seen in 2 of 600 random cases, both at ``p = 0.999``, one with the earlier nucleus search too; the
+scores then differ, the tokens only if that group is drawn).
 """
 from __future__ import annotations
 
