@@ -231,20 +231,12 @@ def _at_least(z, n):
             kept = values >= nth
             count = kept.sum(dim=1)
     width = int(count.max())
-    if width < values.shape[1]:  # the kept ones first, in their order
-        values, columns = _compacted(kept, (values, columns), width, fills=(float("-inf"), 0))
+    if width < values.shape[1]:  # the kept ones first, in their order; slot `width` is a dump
+        slot = torch.where(kept, torch.cumsum(kept, dim=1) - 1, width)
+        values = torch.full((M, width + 1), float("-inf"), device=z.device).scatter_(1, slot, values)[:, :width]
+        columns = torch.zeros((M, width + 1), dtype=columns.dtype, device=z.device).scatter_(1, slot, columns)[:, :width]
         return values, columns, torch.isneginf(nth[:, 0])
     return values.masked_fill(~kept, float("-inf")), columns, torch.isneginf(nth[:, 0])
-
-
-def _compacted(kept, tensors, width, fills=None):
-    """Each row's ``kept`` entries (bool ``[M, C]``) of the ``tensors`` (each ``[M, C]``) first, in their
-    order, as ``[M, width]`` (``width``: at least every row's count), ``fills`` (default 0) after them."""
-    M = kept.shape[0]
-    slot = torch.where(kept, torch.cumsum(kept, dim=1) - 1, width)  # slot `width` is a dump
-    fills = fills or (0,) * len(tensors)
-    return tuple(torch.full((M, width + 1), fill, dtype=x.dtype, device=x.device).scatter_(1, slot, x)[:, :width]
-                 for x, fill in zip(tensors, fills))
 
 
 def _in_numpy(x) -> bool:
@@ -384,7 +376,7 @@ def _packed(chosen, rows, M, tensors, fills):
     (``width``: the most any row has, at least 1)."""
     rows = rows.masked_select(chosen)
     counts = torch.bincount(rows, minlength=M)
-    width = max(int(counts.max()), 1) if len(rows) else 1
+    width = max(int(counts.max()), 1)
     # entry i goes to row rows[i], slot i - (the row's first entry)
     flat = torch.arange(len(rows), device=rows.device) + (torch.arange(M, device=rows.device) * width
                                                           - torch.cumsum(counts, dim=0) + counts)[rows]
