@@ -182,6 +182,17 @@ class SamplerConfig:
         config.validate()
         return config
 
+    def values_key(self, overrides: dict) -> Optional[tuple]:
+        """A hashable key of this config's values with ``overrides`` applied (for caching what a call
+        derives from them), or ``None`` unless every value is plain: ``None``, a bool, int, float or
+        str, or a tuple of them (a tensor, list or callable may change behind an identity key). Values
+        key with their types, so ``1``, ``1.0`` and ``True`` (equal in Python) key apart."""
+        try:
+            return (tuple(_typed(getattr(self, f.name)) for f in dataclasses.fields(self)),
+                    tuple((name, _typed(value)) for name, value in sorted(overrides.items())))
+        except _NotPlain:
+            return None
+
     @property
     def score_kind(self) -> str:
         """The score :func:`fastdiff.ops.sample_masked` computes for this ``unmask`` rule (and records as
@@ -348,3 +359,15 @@ class SamplerConfig:
         if self.seed is not None:
             check_seeds(self.seed)
 
+
+class _NotPlain(Exception):
+    """A value :meth:`SamplerConfig.values_key` does not key."""
+
+
+def _typed(value):
+    """A plain ``value`` paired with its type (a tuple's items too); raises :class:`_NotPlain` otherwise."""
+    if value is None or type(value) in (bool, int, float, str):
+        return type(value), value
+    if type(value) is tuple:
+        return tuple, tuple(map(_typed, value))
+    raise _NotPlain

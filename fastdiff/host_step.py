@@ -14,6 +14,7 @@ the per-step hooks stay on the Denoiser (:func:`runs_on_host`).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, List, Optional
 
 import numpy as np
@@ -45,16 +46,20 @@ class _HostPlan:
         self.step_greedy = plan.step_greedy.tolist() if plan.step_greedy is not None else None
         self.block_span = plan.block_spans
 
-    def next_step(self, step: int, work: np.ndarray) -> Optional[int]:
-        """The step to run from plan step ``step`` on: it, while its block has a masked position to fill
-        (``work``: bool ``[B, L]``), else the first step of the next block that has one; ``None`` when no
-        block has."""
+    def next_work(self, step: int, work: np.ndarray):
+        """The step to run from plan step ``step`` on and the masked positions it fills: ``step``, while
+        its block has a position to fill (``work``: bool ``[B, L]``), else the first step of the next
+        block that has one. Returns ``(step, rows, columns)`` (int64 numpy ``[N]``, rows ascending), or
+        ``(None, None, None)`` when no block has work."""
         step = min(step, len(self.step_block) - 1)
-        for block in range(self.step_block[step], len(self.block_span)):
-            start, end = self.block_span[block]
-            if work[:, start:end].any():
-                return step if block == self.step_block[step] else self.block_first_step[block]
-        return None
+        block = self.step_block[step]
+        for later in range(block, len(self.block_span)):
+            start, end = self.block_span[later]
+            rows, columns = work[:, start:end].nonzero()
+            if len(rows):
+                columns += start
+                return (step if later == block else self.block_first_step[later]), rows, columns
+        return None, None, None
 
 
 def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Optional[int]], *, keep_history: bool,
@@ -75,16 +80,15 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
     suppressed = functools.lru_cache(maxsize=None)(lambda V: torch_fast.suppressed_columns(options["suppress_ids"], V))
     ranking = _Ranking(denoise, st)
     open_slots = editable & (canvas == denoise.mask_token_id)  # updated as tokens are committed
+    flat_open = open_slots.reshape(-1)
     no_autograd = torch.inference_mode()  # the forward and the draw make tensors no caller sees
     step, nfe = 0, 0
     for call in range(plan.num_steps):
         work = open_slots & ~done[:, None] if st.eos_ids is not None else open_slots
-        step = host.next_step(step, work)
+        step, rows, columns = host.next_work(step, work)
         if step is None:
             break
-        start, end = host.block_span[host.step_block[step]]
-        rows, columns = work[:, start:end].nonzero()
-        columns += start
+        positions = rows * L + columns  # flat positions of the [B, L] canvas
         nfe += 1
         rng[:, 1] = host.step_counter[step]
         if st.time is not None:
@@ -97,23 +101,25 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
                                                              call, options)
             else:
                 greedy = suppressed if plain_greedy and options["temperature"] == 0 else None
-                tokens, scores = _sample(denoise, st, rows, columns, buckets[call], call, options, greedy)
+                tokens, scores = _sample(denoise, st, rows, columns, positions, buckets[call], call, options, greedy)
                 selected = None
         if st.defer_ids is not None:
             scores = np.where(np.isin(tokens, st.defer_ids.numpy()), np.float32("-inf"), scores)
-        if np.isnan(scores.sum()):  # a NaN anywhere (the scores are never +inf, so -inf + inf cannot make one)
+        if math.isnan(scores.sum()):  # a NaN anywhere (the scores are never +inf, so -inf + inf cannot make one)
             st.bad_step.fill_(nfe - 1)
             raise_if_bad(st)
         if selected is None:
             selected = ranking.select(host.target_after[:, step], host.step_last[step], rows, columns, scores)
-        commit = selected & (tokens >= 0)
-        committed = rows[commit] * L + columns[commit]  # flat positions of the [B, L] canvas
-        flat_canvas[committed] = tokens[commit]
-        flat_confidence[committed] = scores[commit]
-        open_slots.reshape(-1)[committed] = False  # never the mask token: it is always suppressed
+        if buckets[call] is not None:  # positions past the bucket drew nothing (-1)
+            selected = selected[tokens[selected] >= 0]
+        committed = positions[selected]
+        flat_canvas[committed] = tokens[selected]
+        flat_confidence[committed] = scores[selected]
+        flat_open[committed] = False  # never the mask token: it is always suppressed
         if st.eos_ids is not None:
             finish_rows_at_eos(st, denoise.mask_token_id)
             open_slots = editable & (canvas == denoise.mask_token_id)  # EOS fills the rest of a finished row
+            flat_open = open_slots.reshape(-1)
         step += 1
         if history is not None:
             history.append(st.canvas.clone())
@@ -128,8 +134,8 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
 def _choose_then_draw(denoise: Denoiser, st: StepState, host: _HostPlan, ranking: "_Ranking", plan: Plan, step: int,
                       rows: np.ndarray, columns: np.ndarray, call: int, options: dict):
     """For the rules whose choice of positions ignores the tokens (:func:`_chooses_first`): the whole
-    model at the positions ``(rows, columns)`` (int64 numpy ``[N]``, rows ascending), the positions to
-    commit (bool ``[N]``), then tokens and scores (numpy ``[N]``). With every
+    model at the positions ``(rows, columns)`` (int64 numpy ``[N]``, rows ascending), the indices of the
+    positions to commit (int64 ascending), then tokens and scores (numpy ``[N]``). With every
     temperature 0 or at least 1, ``logits / T`` stays in the fp32 range, so a row fails to give a token
     only through its logits (NaN, +inf, or nothing outside the suppressed ids): every masked row is
     checked for that, and tokens are drawn at the chosen positions only (``-1`` / ``-inf`` elsewhere);
@@ -141,9 +147,9 @@ def _choose_then_draw(denoise: Denoiser, st: StepState, host: _HostPlan, ranking
                                                                                                   shift)))
     if denoise.config.sedd:
         moves = sedd_move_probability(plan.step_rate[step], rows_logits, denoise.mask_token_id)
-        selected = (reference.uniform_at(st.rng, STREAM_REVEAL, b_idx, l_idx) < moves).numpy()
+        selected = np.flatnonzero((reference.uniform_at(st.rng, STREAM_REVEAL, b_idx, l_idx) < moves).numpy())
     else:
-        selected = ranking.select(host.target_after[:, step], host.step_last[step], rows, columns, None)
+        selected = np.sort(ranking.select(host.target_after[:, step], host.step_last[step], rows, columns, None))
     if not all(t is None or t == 0 or t >= 1 for t in (options["temperature"], options["score_temperature"])):
         tokens, scores = reference.sample_positions(logits, b_idx, l_idx, st.rng, logits_shift=shift,
                                                     row_sampler=torch_fast.sample_rows, **options)
@@ -153,12 +159,11 @@ def _choose_then_draw(denoise: Denoiser, st: StepState, host: _HostPlan, ranking
     if not bool(torch_fast.drawable_rows(rows_logits.float(), options["suppress_ids"]).all()):
         scores.fill(np.nan)  # the caller's check raises
         return selected, tokens, scores
-    chosen = np.flatnonzero(selected)
-    if len(chosen):
+    if len(selected):
         drawn, drawn_scores = reference.sample_positions(
-            logits, torch.from_numpy(rows[chosen]), torch.from_numpy(columns[chosen]), st.rng, logits_shift=shift,
-            row_sampler=torch_fast.sample_rows, **options)
-        tokens[chosen], scores[chosen] = drawn.numpy(), drawn_scores.numpy()
+            logits, torch.from_numpy(rows[selected]), torch.from_numpy(columns[selected]), st.rng,
+            logits_shift=shift, row_sampler=torch_fast.sample_rows, **options)
+        tokens[selected], scores[selected] = drawn.numpy(), drawn_scores.numpy()
     return selected, tokens, scores
 
 
@@ -168,9 +173,10 @@ def _chooses_first(config: SamplerConfig) -> bool:
     return config.sedd or (config.unmask in ("random", "ancestral") and config.threshold is None)
 
 
-def _sample(denoise: Denoiser, st: StepState, rows: np.ndarray, columns: np.ndarray, bucket: Optional[int],
-            call: int, options: dict, greedy: Optional[Callable[[int], Optional[np.ndarray]]]):
-    """Tokens and scores (numpy ``[N]``) at the positions ``(rows, columns)`` (int64 numpy ``[N]``): the
+def _sample(denoise: Denoiser, st: StepState, rows: np.ndarray, columns: np.ndarray, positions: np.ndarray,
+            bucket: Optional[int], call: int, options: dict, greedy: Optional[Callable[[int], Optional[np.ndarray]]]):
+    """Tokens and scores (numpy ``[N]``) at the positions ``(rows, columns)`` (int64 numpy ``[N]``; flat
+    ``positions = rows * L + columns``): the
     whole model (``bucket`` None), else the LM head on ``bucket`` rows, the positions first (as the
     Denoiser pads them). ``greedy``: for plain greedy options, ``greedy(V)`` gives the suppressed ids as
     :func:`torch_fast.greedy_on_host` takes them, which samples small blocks of fp32 logits in numpy."""
@@ -178,15 +184,15 @@ def _sample(denoise: Denoiser, st: StepState, rows: np.ndarray, columns: np.ndar
     if bucket is None:
         logits, shift = denoise.full_logits(st, call)
         V = logits.shape[2]
-        sources = reference.source_rows(rows, columns, L, shift)
         if greedy is not None and logits.is_contiguous() and torch_fast.greedy_on_host_fits(logits, N, V):
-            return torch_fast.greedy_on_host(logits.view(-1, V).numpy()[sources], greedy(V), options["score"])
+            sources = reference.source_rows(rows, columns, L, shift) if shift else positions
+            return torch_fast.greedy_on_host(logits.numpy().reshape(-1, V)[sources], greedy(V), options["score"])
         tokens, scores = reference.sample_positions(logits, torch.from_numpy(rows), torch.from_numpy(columns), st.rng,
                                                     logits_shift=shift, row_sampler=torch_fast.sample_rows, **options)
         return tokens.numpy(), scores.numpy()
     n = min(N, bucket)
     row_ids = torch.full((bucket,), -1, dtype=torch.int64)
-    row_ids[:n] = torch.from_numpy(rows[:n] * L + columns[:n])
+    row_ids[:n] = torch.from_numpy(positions[:n])
     drawn, drawn_scores = reference.sample_rows_reference(denoise.row_logits(st, row_ids), row_ids, st.rng, L,
                                                           row_sampler=torch_fast.sample_rows, **options)
     tokens = np.full(N, -1, dtype=np.int64)  # positions past the bucket draw nothing this step (the dump slot)
@@ -217,7 +223,8 @@ class _Ranking:
 
     def select(self, target_after: np.ndarray, last: bool, rows: np.ndarray, columns: np.ndarray,
                scores: Optional[np.ndarray]) -> np.ndarray:
-        """bool ``[N]``: the positions ``(rows, columns)`` (int64 ``[N]``, rows ascending) to commit, each
+        """int64 ``[C]``: the indices, in no particular order, of the positions ``(rows, columns)`` (int64
+        ``[N]``, rows ascending) to commit, each
         row keeping ``target_after`` (int ``[B]``) of its masked positions for later steps; ``scores``:
         fp32 ``[N]`` without NaN, or ``None`` for the uniform rules, which do not read them; ``last``: the
         block's last step."""
@@ -241,7 +248,5 @@ class _Ranking:
             order = np.lexsort((np.negative(keys), ~tier, rows))  # the tier first
         # the rows are ascending, so the ranked order keeps them where they were: the i-th ranked entry
         # is chosen while i is below its row's start plus its row's k
-        ends = (n_masked.cumsum() - n_masked + k)[rows]
-        chosen = np.zeros(len(rows), dtype=bool)
-        chosen[order] = np.arange(len(rows)) < ends if tier is None else tier[order] & (np.arange(len(rows)) < ends)
-        return chosen
+        ranked = np.arange(len(rows)) < (n_masked.cumsum() - n_masked + k)[rows]
+        return order[ranked if tier is None else ranked & tier[order]]

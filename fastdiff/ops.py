@@ -88,6 +88,8 @@ def make_rng_state(seed: Seed, batch: int, device: torch.device, *, counter: int
             raise ValueError(f"seed must hold one seed per row ({batch}), got {len(seed)}")
         else:
             check_seeds(seed)
+        if origin is None:  # the whole state in one tensor
+            return torch.tensor([[s, counter, 0] for s in seed], dtype=torch.int64, device=device)
         seeds = torch.tensor(seed, dtype=torch.int64, device=device)
     if origin is None:
         origins = torch.zeros(batch, dtype=torch.int64, device=device)

@@ -129,6 +129,12 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     )
 
 
+def depends_on_seeds(config: SamplerConfig) -> bool:
+    """Whether :func:`make_plan` reads the rows' seeds (the binomial counts); every other plan follows
+    from the config and the shapes alone."""
+    return _binomial_counts(config)
+
+
 def _denoises(config: SamplerConfig) -> bool:
     """Whether a block ends with a denoising step: the SEDD rules, and ancestral counts on a grid that
     leaves positions masked after its last step (:class:`fastdiff.noise.NoiseGrid`); not with

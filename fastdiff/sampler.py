@@ -4,6 +4,7 @@ replays (:mod:`fastdiff.graphs`)."""
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
@@ -14,11 +15,15 @@ from fastdiff.backend import BACKENDS, cuda_graphs_supported, resolve_backend
 from fastdiff.config import SamplerConfig
 from fastdiff.host_step import run_on_host, runs_on_host
 from fastdiff.model import ModelRunner
-from fastdiff.plan import can_stop_early, make_plan, row_buckets
+from fastdiff.plan import Plan, can_stop_early, depends_on_seeds, make_plan, row_buckets
 from fastdiff.step import Denoiser, Hooks, StepState, new_state, raise_if_bad, run_eagerly
 from fastdiff.text import as_id_batch
 from fastdiff.validation import (check_attention, check_callable, check_canvas_length, check_choice, check_eos,
                                  check_flag, check_ids, check_prompt, check_token_id)
+
+# the validated configs and the plans of this many recent call settings are kept (by value, see
+# SamplerConfig.values_key): a repeated call skips the validation and the planning
+PREPARED_CALLS = 16
 
 @dataclass
 class GenerationOutput:
@@ -115,6 +120,7 @@ class Sampler:
         self.config = (config or SamplerConfig()).replace(**overrides)
         check_eos(self.config.eos_ids, mask_token_id)
         self._graphs = graphs.GraphRunner(graph_cache_size)
+        self._prepared = OrderedDict()  # values key -> config, (values key, shapes) -> plan
         if compile:
             device = self.runner.device
             self.runner.compile("max-autotune-no-cudagraphs" if device is not None and device.type == "cuda"
@@ -196,7 +202,7 @@ class Sampler:
             :class:`GenerationOutput` with ``sequences`` of shape ``[B, P + gen_length]`` (and ``texts``,
             the generations decoded, with a tokenizer).
         """
-        config = self.config.replace(**overrides) if overrides else self.config
+        config, config_key = self._call_config(overrides)
         gen_length = _new_tokens(gen_length, max_new_tokens)
         prompt_ids, attention_mask = as_id_batch(prompt_ids, "prompt_ids", self.tokenizer, self.mask_token_id,
                                                  self._pad_token_id(), attention_mask)
@@ -205,15 +211,16 @@ class Sampler:
         B, P = prompt.shape
         device = self.runner.device or prompt.device
         prompt = prompt.to(device)
-        real = attention.to(device) if attention is not None else torch.ones(B, P, dtype=torch.bool, device=device)
         L = P + gen_length
         check_canvas_length(L, "prompt + gen_length", self.runner.max_length)
-        canvas = torch.cat([prompt, torch.full((B, gen_length), self.mask_token_id, dtype=torch.int64,
-                                               device=device)], dim=1)
+        canvas = torch.full((B, L), self.mask_token_id, dtype=torch.int64, device=device)
+        canvas[:, :P] = prompt
         editable = torch.zeros(B, L, dtype=torch.bool, device=device)
         editable[:, P:] = True
-        real = torch.cat([real, torch.ones(B, gen_length, dtype=torch.bool, device=device)], dim=1)
-        out = self._run(canvas, editable, real, region=(P, L), row_counts=None, config=config,
+        real = torch.ones(B, L, dtype=torch.bool, device=device)
+        if attention is not None:
+            real[:, :P] = attention
+        out = self._run(canvas, editable, real, region=(P, L), row_counts=None, config=config, config_key=config_key,
                         hooks=Hooks(on_step, logits_hook), progress=progress, begin_position=P,
                         stream=streaming.BlockStream(streamer, prompt, (P, L), config) if streamer is not None else None)
         return self._with_texts(out, out.sequences[:, P:])
@@ -239,7 +246,7 @@ class Sampler:
             :class:`GenerationOutput` with ``sequences`` of shape ``[B, L]`` (and ``texts``, the filled
             canvases decoded, with a tokenizer).
         """
-        config = self.config.replace(**overrides) if overrides else self.config
+        config, config_key = self._call_config(overrides)
         canvas_ids, attention_mask = as_id_batch(canvas_ids, "canvas_ids", self.tokenizer, self.mask_token_id,
                                                  self._pad_token_id(), attention_mask)
         canvas = check_ids(canvas_ids, "canvas_ids", self.runner.vocab_size)
@@ -257,7 +264,7 @@ class Sampler:
         if columns.numel() == 0:
             raise ValueError(f"canvas_ids hold no mask_token_id={self.mask_token_id} to fill")
         region = (int(columns[0]), int(columns[-1]) + 1)
-        out = self._run(canvas, editable, real, region=region, row_counts=holes, config=config,
+        out = self._run(canvas, editable, real, region=region, row_counts=holes, config=config, config_key=config_key,
                         hooks=Hooks(on_step, logits_hook), progress=progress)
         return self._with_texts(out, out.sequences)
 
@@ -275,7 +282,41 @@ class Sampler:
             out.texts = self.tokenizer.batch_decode(tokens.cpu().tolist(), skip_special_tokens=True)
         return out
 
-    def _run(self, canvas, editable, real, *, region, row_counts, config: SamplerConfig, hooks: Hooks,
+    def _call_config(self, overrides: dict):
+        """The call's validated config (``self.config`` with ``overrides``) and its values key
+        (:meth:`SamplerConfig.values_key`; ``None``: not kept)."""
+        key = self.config.values_key(overrides)
+        config = self._prepared.get(key) if key is not None else None
+        if config is None:
+            config = self.config.replace(**overrides) if overrides else self.config
+            self._keep(key, config)
+        return config, key
+
+    def _call_plan(self, config_key, config: SamplerConfig, region, row_counts, B: int, L: int, device,
+                   rng: torch.Tensor) -> Plan:
+        """:func:`make_plan`, kept for the call's settings and shapes when it follows from them alone
+        (a generation, not an infill's holes; no seeded counts)."""
+        key = None
+        if config_key is not None and row_counts is None and not depends_on_seeds(config):
+            key = (config_key, region, B, L, device)
+            plan = self._prepared.get(key)
+            if plan is not None:
+                return plan
+        plan = make_plan(config, region, row_counts, B, L, device, rng)
+        self._keep(key, plan)
+        return plan
+
+    def _keep(self, key, value) -> None:
+        """Keep ``value`` under ``key`` (``None``: do not), dropping the least recently kept past
+        ``2 * PREPARED_CALLS`` entries (a config and a plan for each call setting)."""
+        if key is None:
+            return
+        self._prepared[key] = value
+        self._prepared.move_to_end(key)
+        while len(self._prepared) > 2 * PREPARED_CALLS:
+            self._prepared.popitem(last=False)
+
+    def _run(self, canvas, editable, real, *, region, row_counts, config: SamplerConfig, config_key, hooks: Hooks,
              progress, stream: Optional[streaming.BlockStream] = None,
              begin_position: Optional[int] = None) -> GenerationOutput:
         check_callable(progress, "progress")
@@ -283,14 +324,16 @@ class Sampler:
         B, L = canvas.shape
         device = canvas.device
         backend = resolve_backend(self.backend, device)
+        padded = not bool(real.all())
         # each row's noise counts positions from its first real token, so left padding does not move it
-        rng = ops.make_rng_state(config.seed, B, device, origin=torch.argmax(real.to(torch.int8), dim=1))
-        if config.time_conditioning is not None and not bool(real.all()):
+        rng = ops.make_rng_state(config.seed, B, device,
+                                 origin=torch.argmax(real.to(torch.int8), dim=1) if padded else None)
+        if config.time_conditioning is not None and padded:
             raise ValueError("attention_mask: a time-conditioned model (time_conditioning) is called without an "
                              "attention mask, so its prompts cannot be padded")
-        plan = make_plan(config, region, row_counts, B, L, device, rng)
+        plan = self._call_plan(config_key, config, region, row_counts, B, L, device, rng)
         state = new_state(config, self.runner, self.mask_token_id, canvas, editable, real,
-                          padded=not bool(real.all()), rng=rng, begin_position=begin_position)
+                          padded=padded, rng=rng, begin_position=begin_position)
         denoise = Denoiser(self.runner, self.mask_token_id, config, backend, hooks)
         if stream is not None:
             stream.start(state.canvas, self.mask_token_id)
@@ -311,7 +354,7 @@ class Sampler:
                                         keep_history=config.return_history, can_stop=can_stop_early(config),
                                         progress=progress)
             if replayed is not None:
-                return _output(*replayed)
+                return _output(*replayed, static=True)
         run = run_on_host if runs_on_host(config, backend, state.canvas.device, bool(hooks)) else run_eagerly
         history = run(denoise, state, plan, row_buckets(plan, config, uses_head, False, B, L),
                       keep_history=config.return_history, progress=progress)
@@ -342,9 +385,11 @@ def _new_tokens(gen_length: Optional[int], max_new_tokens: Optional[int]) -> int
     return gen_length if gen_length is not None else max_new_tokens
 
 
-def _output(st: StepState, history: Optional[List[torch.Tensor]]) -> GenerationOutput:
-    """The tail both loops share: the NaN check and the output, copied out of the (maybe static) state."""
+def _output(st: StepState, history: Optional[List[torch.Tensor]], static: bool = False) -> GenerationOutput:
+    """The tail both loops share: the NaN check and the output, copied out of a ``static`` state (the
+    graphs', which the next call overwrites); an eager call's state is its own, made for it."""
     raise_if_bad(st)
-    return GenerationOutput(sequences=st.canvas.clone(), nfe=int(st.nfe), history=history,
-                            confidences=st.confidence.clone(), finished=torch.ones_like(st.done),
-                            stopped_at_eos=st.done.clone())
+    copy = torch.clone if static else (lambda tensor: tensor)
+    return GenerationOutput(sequences=copy(st.canvas), nfe=int(st.nfe), history=history,
+                            confidences=copy(st.confidence), finished=torch.ones_like(st.done),
+                            stopped_at_eos=copy(st.done))

@@ -71,12 +71,17 @@ def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, ca
         "remask_temperature": config.remask_temperature,
         "cfg_scale": config.cfg_scale,
         "edit_threshold": config.edit_threshold or 1.0,
+        "token_temperature": config.temperature,  # the state's, not a param: the steps write it
     }
     # one tensor made, its elements as the 0-d params (graphs clone each into its own static buffer)
     values = torch.tensor(list(fp32_params.values()), dtype=torch.float32, device=device)
     params = dict(zip(fp32_params, values.unbind()))
+    token_temperature = params.pop("token_temperature")
     params["top_k"] = scalar(config.top_k or 1, torch.int32)
-    params["max_edit_steps"] = scalar(config.max_edit_steps, torch.int64)
+    # the int64 counters, likewise the elements of one tensor
+    step, nfe, bad_step, edit_block, max_edit_steps = torch.tensor(
+        [0, 0, -1, -1, config.max_edit_steps], dtype=torch.int64, device=device).unbind()
+    params["max_edit_steps"] = max_edit_steps
     return StepState(
         canvas=canvas.contiguous(),  # the host step writes it (and its open slots) through flat views
         confidence=torch.full((B, L), float("nan"), dtype=torch.float32, device=device),
@@ -85,11 +90,11 @@ def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, ca
         attention_mask=attention,
         position_ids=runner.position_ids(attention) if padded else None,
         done=torch.zeros(B, dtype=torch.bool, device=device),
-        step=torch.zeros((), dtype=torch.int64, device=device),
-        nfe=torch.zeros((), dtype=torch.int64, device=device),
+        step=step,
+        nfe=nfe,
         work_left=(editable & (canvas == mask_token_id)).any(),
         rng=rng,
-        bad_step=torch.full((), -1, dtype=torch.int64, device=device),
+        bad_step=bad_step,
         params=params,
         suppress_ids=ids(sorted(set(config.suppress_token_ids) | {mask_token_id})),
         begin_suppress_ids=ids(sorted(set(config.begin_suppress_token_ids))) if begin_position is not None else None,
@@ -97,9 +102,9 @@ def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, ca
         defer_ids=ids(config.defer_token_ids),
         eos_ids=ids(config.eos_ids) if config.stop_at_eos else None,
         time=torch.zeros(B, dtype=torch.float32, device=device) if config.time_conditioning else None,
-        token_temperature=scalar(config.temperature),
+        token_temperature=token_temperature,
         edit_budget=torch.zeros(B, dtype=torch.int64, device=device),
-        edit_block=torch.full((), -1, dtype=torch.int64, device=device),
+        edit_block=edit_block,
     )
 
 

@@ -261,8 +261,10 @@ def check_prompt(prompt_ids, gen_length, attention_mask, mask_token_id: int,
             source = (torch.arange(P, device=prompt.device)[None, :] - (P - lead)[:, None]) % P
             prompt = prompt.gather(1, source)
             attention = attention.to(prompt.device).gather(1, source)
-    real = attention.to(prompt.device) if attention is not None else torch.ones_like(prompt, dtype=torch.bool)
-    if bool(((prompt == mask_token_id) & real).any()):
+    held = prompt == mask_token_id
+    if attention is not None:
+        held &= attention.to(prompt.device)
+    if bool(held.any()):
         raise ValueError(f"prompt_ids contain mask_token_id={mask_token_id}; use infill() to fill holes")
     return prompt, attention
 

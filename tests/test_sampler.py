@@ -532,3 +532,52 @@ def test_schedule_cap_bounds_each_step_and_steps_on(rule, fresh_seed):
         assert int((free.history[0][:, 2:] != MASK_ID).sum(dim=1).max()) > n // steps
     if rule.get("threshold") == 0.999:  # one a step: the cap steps on past the budget
         assert capped.nfe == n > steps
+
+
+# ------------------------------------------------------------------------------------------------
+# the configs and plans kept across calls
+# ------------------------------------------------------------------------------------------------
+def test_repeated_calls_reuse_the_plan_and_give_the_same_tokens():
+    model = OracleModel(_random_table(14, 2))
+    sampler = Sampler(model, MASK_ID, seed=3)
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    first = sampler.generate(prompt, gen_length=10, steps=4, block_length=5)
+    kept = dict(sampler._prepared)
+    second = sampler.generate(prompt, gen_length=10, steps=4, block_length=5)
+    assert torch.equal(first.sequences, second.sequences) and first.nfe == second.nfe == 4
+    assert dict(sampler._prepared) == kept  # a config and a plan, reused: nothing new kept
+    assert sum(type(value).__name__ == "Plan" for value in kept.values()) == 1
+    first.sequences[:] = 0  # each call's outputs are its own
+    assert torch.equal(second.sequences, sampler.generate(prompt, gen_length=10, steps=4, block_length=5).sequences)
+
+
+def test_kept_configs_follow_the_values_and_still_check_types():
+    model = OracleModel(_random_table(14, 2))
+    sampler = Sampler(model, MASK_ID)
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    assert sampler.generate(prompt, gen_length=10, steps=2).nfe == 2
+    with pytest.raises(TypeError, match="steps"):  # equal to 2 in Python, but not an int
+        sampler.generate(prompt, gen_length=10, steps=2.0)
+    sampler.config.steps = 5  # a config changed in place plans anew
+    assert sampler.generate(prompt, gen_length=10).nfe == 5
+    assert sampler.config.values_key({"steps": 1}) != sampler.config.values_key({"steps": True})
+    assert sampler.config.values_key({"seed": [1]}) is None  # a list can change behind the key
+
+
+def test_seeded_plans_are_not_kept():
+    """The ancestral counts are drawn from each row's seed: such plans are made for every call."""
+    model = OracleModel(_random_table(30, 4))
+    sampler = Sampler(model, MASK_ID, unmask="ancestral", steps=8)
+    prompt = torch.tensor([[5, 6]])
+    nfes = {sampler.generate(prompt, gen_length=8, seed=seed).nfe for seed in range(8)}
+    assert not any(type(value).__name__ == "Plan" for value in sampler._prepared.values())
+    assert len(nfes) > 1  # steps that reveal nothing are skipped, and which they are follows the seed
+
+
+def test_kept_entries_are_bounded():
+    from fastdiff.sampler import PREPARED_CALLS
+    model = OracleModel(_random_table(40, 5))
+    sampler = Sampler(model, MASK_ID)
+    for length in range(1, 3 * PREPARED_CALLS):
+        sampler.generate(torch.tensor([[5, 6]]), gen_length=length % 30 + 1, steps=1)
+    assert len(sampler._prepared) <= 2 * PREPARED_CALLS

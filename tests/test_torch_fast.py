@@ -50,7 +50,7 @@ def test_fast_rows_match_the_reference(mode, V, fresh_seed):
     _assert_same(*_both(z, fresh_seed, **mode))
 
 
-@pytest.mark.parametrize("suppress_ids", [[0, 63], None])
+@pytest.mark.parametrize("suppress_ids", [[0, 63], [0], None])
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()))
 def test_edge_rows_match_the_reference(mode, suppress_ids, fresh_seed):
     g = torch.Generator().manual_seed(fresh_seed)
@@ -224,3 +224,14 @@ def test_peaked_rows_draw_noise_only_where_it_can_win(mode, monkeypatch, fresh_s
     _assert_same(got, expected)
     fast_draws = sum(d.numel() for d in drawn) - z.numel()  # the reference's own draws are dense
     assert 0 < fast_draws < z.numel() // 4
+
+
+def test_greedy_blocks_whose_maxima_overflow_a_sum_still_draw(fresh_seed):
+    """Greedy blocks are proven usable by summing the rows' largest logits; finite maxima whose sum
+    leaves the fp32 range send the block to the row by row test, and every row still draws."""
+    g = torch.Generator().manual_seed(fresh_seed)
+    z = torch.randn(8, 50, generator=g)
+    z[:, 3] = 3e38
+    got, expected = _both(z, fresh_seed, temperature=0.0, score="confidence", suppress_ids=[7])
+    assert (got[0] == 3).all() and torch.equal(got[1], torch.ones(8))
+    _assert_same(got, expected)

@@ -126,18 +126,20 @@ def greedy_on_host(z: np.ndarray, suppressed: Optional[np.ndarray], score: str):
     ``q_t - max_{j != t} q_j`` (0 on a tie), the entropy score ``sum_j q_j log q_j``. A row with NaN or
     +inf anywhere (the suppressed columns too), or nothing drawable, gets ``(-1, NaN)``."""
     M, V = z.shape
-    if suppressed is not None:  # NaN / +inf there mark the row too: their maximum is not below +inf
-        columns = suppressed[0] if len(suppressed) == 1 else suppressed  # one id: a strided view, no gather
-        held = z[:, columns]
-        held_max = held.copy() if held.ndim == 1 else np.maximum.reduce(held, axis=1)
+    held = None  # the suppressed logits: NaN / +inf there mark the row too
+    if suppressed is not None:
+        if len(suppressed) == 1:  # one id: a strided column, copied before it is overwritten
+            columns = suppressed[0]
+            held = z[:, columns].copy()
+        else:
+            columns = suppressed
+            held = z[:, columns]  # a gather: a copy already
         z[:, columns] = -np.inf
     tokens = z.argmax(axis=1)  # the first maximum, or the first NaN
     every_row = np.arange(M)
     top = z[every_row, tokens]
-    usable = np.isfinite(top)  # no NaN / +inf in the row, and a drawable token
-    if suppressed is not None:
-        usable &= held_max < np.inf
-    q = torch.softmax(torch.from_numpy(z), dim=1)  # torch's fused softmax: one read, one write
+    zt = torch.from_numpy(z)
+    q = torch.softmax(zt, dim=1, out=zt)  # torch's fused softmax, in place: one read, one write
     if score == "entropy":
         scores = torch.xlogy(q, q).sum(dim=1).numpy()  # q log q, 0 where q = 0
     else:
@@ -146,7 +148,13 @@ def greedy_on_host(z: np.ndarray, suppressed: Optional[np.ndarray], score: str):
         if score == "margin" and V > 1:
             q[every_row, tokens] = -1.0
             scores = scores - np.maximum.reduce(q, axis=1)
-    if not usable.all():
+    # a row is usable when its largest drawable logit is finite (no NaN / +inf, something drawable) and
+    # no suppressed logit is NaN / +inf; two reductions prove it for the whole block (max propagates NaN,
+    # and a sum that overflows only sends the block to the row by row test)
+    if not (math.isfinite(top.sum()) and (held is None or held.max() < np.inf)):
+        usable = np.isfinite(top)
+        if held is not None:
+            usable &= (held if held.ndim == 1 else np.maximum.reduce(held, axis=1)) < np.inf
         tokens = np.where(usable, tokens, -1)
         scores = np.where(usable, scores, np.float32("nan"))
     return tokens, scores
