@@ -35,15 +35,13 @@ def runs_on_host(config: SamplerConfig, backend: str, device: torch.device, hook
 
 
 class _HostPlan:
-    """The plan's step tensors as host lists (the padded capacity included, as the Denoiser clamps to it)."""
+    """The plan's steps on the host (the padded capacity included, as the Denoiser clamps to it)."""
 
     def __init__(self, plan: Plan):
-        self.step_block = plan.step_block.tolist()
-        self.step_last = plan.step_last.tolist()
-        self.step_counter = plan.step_counter.tolist()
-        self.target_after = plan.target_after.numpy()
-        self.block_first_step = plan.block_first_step.tolist()
-        self.step_greedy = plan.step_greedy.tolist() if plan.step_greedy is not None else None
+        host = plan.host
+        self.step_block, self.step_last, self.step_counter = host.step_block, host.step_last, host.step_counter
+        self.target_after, self.block_first_step, self.step_greedy = (host.target_after, host.block_first_step,
+                                                                      host.step_greedy)
         self.block_span = plan.block_spans
 
     def next_work(self, step: int, work: np.ndarray):
@@ -81,21 +79,22 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
     ranking = _Ranking(denoise, st)
     open_slots = editable & (canvas == denoise.mask_token_id)  # updated as tokens are committed
     flat_open = open_slots.reshape(-1)
-    no_autograd = torch.inference_mode()  # the forward and the draw make tensors no caller sees
+    # the forward and the draw make tensors no caller sees; the history and the progress callback run
+    # outside inference mode (the history's tensors are the caller's)
     step, nfe = 0, 0
-    for call in range(plan.num_steps):
-        work = open_slots & ~done[:, None] if st.eos_ids is not None else open_slots
-        step, rows, columns = host.next_work(step, work)
-        if step is None:
-            break
-        positions = rows * L + columns  # flat positions of the [B, L] canvas
-        nfe += 1
-        rng[:, 1] = host.step_counter[step]
-        if st.time is not None:
-            st.time.copy_(plan.step_time[step])
-        if host.step_greedy is not None:
-            options["temperature"] = 0.0 if host.step_greedy[step] else temperature
-        with no_autograd:
+    with torch.inference_mode():
+        for call in range(plan.num_steps):
+            work = open_slots & ~done[:, None] if st.eos_ids is not None else open_slots
+            step, rows, columns = host.next_work(step, work)
+            if step is None:
+                break
+            positions = rows * L + columns  # flat positions of the [B, L] canvas
+            nfe += 1
+            rng[:, 1] = host.step_counter[step]
+            if st.time is not None:
+                st.time.copy_(plan.step_time[step])
+            if host.step_greedy is not None:
+                options["temperature"] = 0.0 if host.step_greedy[step] else temperature
             if choose_first and buckets[call] is None:
                 selected, tokens, scores = _choose_then_draw(denoise, st, host, ranking, plan, step, rows, columns,
                                                              call, options)
@@ -103,28 +102,30 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
                 greedy = suppressed if plain_greedy and options["temperature"] == 0 else None
                 tokens, scores = _sample(denoise, st, rows, columns, positions, buckets[call], call, options, greedy)
                 selected = None
-        if st.defer_ids is not None:
-            scores = np.where(np.isin(tokens, st.defer_ids.numpy()), np.float32("-inf"), scores)
-        if math.isnan(scores.sum()):  # a NaN anywhere (the scores are never +inf, so -inf + inf cannot make one)
-            st.bad_step.fill_(nfe - 1)
-            raise_if_bad(st)
-        if selected is None:
-            selected = ranking.select(host.target_after[:, step], host.step_last[step], rows, columns, scores)
-        if buckets[call] is not None:  # positions past the bucket drew nothing (-1)
-            selected = selected[tokens[selected] >= 0]
-        committed = positions[selected]
-        flat_canvas[committed] = tokens[selected]
-        flat_confidence[committed] = scores[selected]
-        flat_open[committed] = False  # never the mask token: it is always suppressed
-        if st.eos_ids is not None:
-            finish_rows_at_eos(st, denoise.mask_token_id)
-            open_slots = editable & (canvas == denoise.mask_token_id)  # EOS fills the rest of a finished row
-            flat_open = open_slots.reshape(-1)
-        step += 1
-        if history is not None:
-            history.append(st.canvas.clone())
-        if progress is not None:
-            progress(call + 1, plan.num_steps)
+            if st.defer_ids is not None:
+                scores = np.where(np.isin(tokens, st.defer_ids.numpy()), np.float32("-inf"), scores)
+            if math.isnan(scores.sum()):  # a NaN anywhere (the scores are never +inf, so -inf + inf cannot make one)
+                st.bad_step.fill_(nfe - 1)
+                raise_if_bad(st)
+            if selected is None:
+                selected = ranking.select(host.target_after[:, step], host.step_last[step], rows, columns, scores)
+            if buckets[call] is not None:  # positions past the bucket drew nothing (-1)
+                selected = selected[tokens[selected] >= 0]
+            committed = positions[selected]
+            flat_canvas[committed] = tokens[selected]
+            flat_confidence[committed] = scores[selected]
+            flat_open[committed] = False  # never the mask token: it is always suppressed
+            if st.eos_ids is not None:
+                finish_rows_at_eos(st, denoise.mask_token_id)
+                open_slots = editable & (canvas == denoise.mask_token_id)  # EOS fills the rest of a finished row
+                flat_open = open_slots.reshape(-1)
+            step += 1
+            if history is not None or progress is not None:
+                with torch.inference_mode(False):
+                    if history is not None:
+                        history.append(st.canvas.clone())
+                    if progress is not None:
+                        progress(call + 1, plan.num_steps)
     st.step.fill_(step if step is not None else plan.num_steps)
     st.nfe.fill_(nfe)
     st.work_left.fill_(bool((editable & (canvas == denoise.mask_token_id) & ~done[:, None]).any()))

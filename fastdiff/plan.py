@@ -18,6 +18,18 @@ from fastdiff.schedule import allocate_steps, masked_fractions, resolve_schedule
 MIN_ROW_BUCKET = 16
 
 
+@dataclass(frozen=True)
+class HostSteps:
+    """The plan's step tensors as host lists, padded alike, for a loop that decides on the host."""
+
+    block_first_step: List[int]
+    step_block: List[int]
+    step_last: List[bool]
+    target_after: np.ndarray  # int64 [B, capacity]
+    step_counter: List[int]
+    step_greedy: Optional[List[bool]]
+
+
 @dataclass
 class Plan:
     """Steps laid out over blocks. The step tensors are padded to a power of two past ``num_steps``, so
@@ -37,6 +49,7 @@ class Plan:
     step_time: Optional[torch.Tensor] = None  # fp32 [capacity]: the model's time input (time_conditioning)
     step_rate: Optional[torch.Tensor] = None  # fp32 [capacity]: SEDD's a_i (reveal with min(1, a_i S)); inf: all
     step_greedy: Optional[torch.Tensor] = None  # bool [capacity]: tokens by argmax (denoise="argmax")
+    host: Optional[HostSteps] = None  # the step tensors as host lists
 
 
 def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int, L: int, device: torch.device,
@@ -108,6 +121,15 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     num_steps = len(step_block)
     padding = (1 << max(num_steps - 1, 0).bit_length()) - num_steps
 
+    host = HostSteps(
+        block_first_step=first_step,
+        step_block=step_block + [len(first_step) - 1] * padding,
+        step_last=step_last + [True] * padding,
+        target_after=np.array([t + [0] * padding for t in targets], dtype=np.int64).reshape(B, -1),
+        step_counter=step_counter + [sum(span) + i for i in range(padding)],
+        step_greedy=step_greedy + [False] * padding if any(step_greedy) else None,
+    )
+
     def steps_tensor(values, dtype=torch.int64):
         return torch.tensor(values, dtype=dtype, device=device)
 
@@ -117,14 +139,15 @@ def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int
     return Plan(
         num_steps=num_steps,
         block_masks=torch.from_numpy(block_masks).to(device),
-        block_first_step=steps_tensor(first_step),
-        step_block=steps_tensor(step_block + [len(first_step) - 1] * padding),
-        step_last=steps_tensor(step_last + [True] * padding, torch.bool),
-        target_after=steps_tensor([t + [0] * padding for t in targets]),
-        step_counter=steps_tensor(step_counter + [sum(span) + i for i in range(padding)]),
+        block_first_step=steps_tensor(host.block_first_step),
+        step_block=steps_tensor(host.step_block),
+        step_last=steps_tensor(host.step_last, torch.bool),
+        target_after=torch.from_numpy(host.target_after.copy()).to(device),
+        step_counter=steps_tensor(host.step_counter),
         row_bound=row_bound,
         block_spans=block_spans,
-        step_greedy=steps_tensor(step_greedy + [False] * padding, torch.bool) if any(step_greedy) else None,
+        step_greedy=steps_tensor(host.step_greedy, torch.bool) if host.step_greedy is not None else None,
+        host=host,
         **_step_times(config, num_steps, step_t, padding, device),
     )
 

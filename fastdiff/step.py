@@ -346,7 +346,9 @@ class Denoiser:
         whether sampling still has to shift them (``logits_shift`` not yet applied)."""
         ids, attention, positions, time = self._model_inputs(st)
         raw = self.runner(ids, attention, positions) if time is None else self.runner(ids, attention, positions, time)
-        logits = self._guide(raw.to(st.canvas.device), st)  # a split model's logits come from its last device
+        if raw.device != st.canvas.device:  # a split model's logits come from its last device
+            raw = raw.to(st.canvas.device)
+        logits = self._guide(raw, st)
         self._check_vocab(logits.shape[-1])
         shift = self.config.logits_shift
         if shift and self.hooks:  # hooks see the logits each position is sampled from

@@ -195,11 +195,14 @@ def check_ids(ids, name: str, vocab: Optional[int]) -> torch.Tensor:
         raise ValueError(f"{name} must have shape [B, L] or [L], got {tuple(ids.shape)}")
     if ids.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one row")
-    if ids.numel() and int(ids.min()) < 0:
-        raise ValueError(f"{name} must not hold negative ids")
-    if vocab is not None and ids.numel() and int(ids.max()) >= vocab:
-        raise ValueError(f"{name} hold id {int(ids.max())}, outside the model's vocabulary [0, {vocab})")
-    return ids.to(torch.int64)
+    ids = ids.to(torch.int64)  # first: torch has no min / max for uint16, uint32, uint64
+    if ids.numel():
+        lowest, highest = (int(bound) for bound in torch.aminmax(ids))
+        if lowest < 0:
+            raise ValueError(f"{name} must not hold negative ids")
+        if vocab is not None and highest >= vocab:
+            raise ValueError(f"{name} hold id {highest}, outside the model's vocabulary [0, {vocab})")
+    return ids
 
 
 def check_attention(mask, shape: Tuple[int, int], name: str) -> Optional[torch.Tensor]:

@@ -155,3 +155,22 @@ def test_rules_that_rewrite_the_canvas_stay_on_the_denoiser(settings):
     assert not host_step.runs_on_host(config, "torch", torch.device("cpu"), hooked=False)
     assert host_step.runs_on_host(SamplerConfig(), "torch", torch.device("cpu"), hooked=False)
     assert not host_step.runs_on_host(SamplerConfig(), "torch", torch.device("cpu"), hooked=True)
+
+
+def test_host_step_outputs_and_callbacks_live_outside_inference_mode():
+    """The host step runs its loop in inference mode; what it hands out (outputs, the history) and what
+    the progress callback makes are ordinary tensors, usable in place and under autograd."""
+    made = []
+
+    def progress(step, planned):
+        assert not torch.is_inference_mode_enabled()
+        made.append(torch.zeros(2))
+
+    sampler = Sampler(ContextLM(0), MASK, steps=4, return_history=True)
+    assert host_step.runs_on_host(sampler.config, "torch", torch.device("cpu"), False)
+    out = sampler.generate(torch.tensor([[5, 6, 7]]), gen_length=8, progress=progress)
+    for tensor in [out.sequences, out.confidences, out.stopped_at_eos, *out.history, *made]:
+        assert not tensor.is_inference()
+    out.history[0].add_(1)
+    out.sequences.add_(1)
+    assert len(made) == 4 and made[0].add_(1).sum() == 2

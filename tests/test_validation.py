@@ -360,3 +360,14 @@ def test_a_device_this_machine_lacks_is_named():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             Sampler.from_pretrained(device="cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.int16, torch.int32, torch.uint16, torch.uint32, torch.uint64])
+def test_ids_of_any_integer_dtype(tiny_roberta, dtype):
+    """Ids of every integer dtype are taken (torch has no min / max of its wider unsigned ones), and
+    ids past the vocabulary are named."""
+    sampler = Sampler(tiny_roberta, mask_token_id=4, steps=2)
+    out = sampler.generate(torch.tensor([[5, 6]], dtype=dtype), gen_length=2)
+    assert out.sequences.dtype == torch.int64 and out.sequences[0, :2].tolist() == [5, 6]
+    with pytest.raises(ValueError, match="prompt_ids hold id 1000"):
+        sampler.generate(torch.tensor([[5, 1000]], dtype=dtype), gen_length=2)
