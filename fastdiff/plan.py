@@ -46,10 +46,10 @@ class Plan:
     # depend on which steps the other rows of the batch need)
     row_bound: List[int]  # host, [G]: most positions a step can commit (all rows), for the masked-row head
     block_spans: List[Tuple[int, int]]  # host, [nb]: each block's columns, [start, end)
+    host: HostSteps  # the step tensors as host lists, for the CPU host step
     step_time: Optional[torch.Tensor] = None  # fp32 [capacity]: the model's time input (time_conditioning)
     step_rate: Optional[torch.Tensor] = None  # fp32 [capacity]: SEDD's a_i (reveal with min(1, a_i S)); inf: all
     step_greedy: Optional[torch.Tensor] = None  # bool [capacity]: tokens by argmax (denoise="argmax")
-    host: Optional[HostSteps] = None  # the step tensors as host lists
 
 
 def make_plan(config: SamplerConfig, region: Tuple[int, int], row_counts, B: int, L: int, device: torch.device,
