@@ -74,7 +74,7 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
     options = _host_scalars(denoise.sample_options(st))  # read once: the step's tensors stay as they are
     temperature = options["temperature"]
     # plain greedy steps of small fp32 blocks go straight to numpy; the suppressed ids checked once per vocabulary
-    plain_greedy = torch_fast.unfiltered(options["top_k"], options["top_p"], options["score_temperature"])
+    plain_greedy = torch_fast.unfiltered(options["top_k"], options["top_p"])
     suppressed = functools.lru_cache(maxsize=None)(lambda V: torch_fast.suppressed_columns(options["suppress_ids"], V))
     ranking = _Ranking(denoise, st)
     open_slots = editable & (canvas == denoise.mask_token_id)  # updated as tokens are committed
@@ -187,18 +187,26 @@ def _sample(denoise: Denoiser, st: StepState, rows: np.ndarray, columns: np.ndar
         V = logits.shape[2]
         if greedy is not None and logits.is_contiguous() and torch_fast.greedy_on_host_fits(logits, N, V):
             sources = reference.source_rows(rows, columns, L, shift) if shift else positions
-            return torch_fast.greedy_on_host(logits.numpy().reshape(-1, V)[sources], greedy(V), options["score"])
+            return torch_fast.greedy_on_host(logits.numpy().reshape(-1, V)[sources], greedy(V), options["score"],
+                                             options["score_temperature"])
         tokens, scores = reference.sample_positions(logits, torch.from_numpy(rows), torch.from_numpy(columns), st.rng,
                                                     logits_shift=shift, row_sampler=torch_fast.sample_rows, **options)
         return tokens.numpy(), scores.numpy()
     n = min(N, bucket)
     row_ids = torch.full((bucket,), -1, dtype=torch.int64)
     row_ids[:n] = torch.from_numpy(positions[:n])
-    drawn, drawn_scores = reference.sample_rows_reference(denoise.row_logits(st, row_ids), row_ids, st.rng, L,
-                                                          row_sampler=torch_fast.sample_rows, **options)
+    head_rows = denoise.row_logits(st, row_ids)
+    V = head_rows.shape[1]
+    if greedy is not None and head_rows.is_contiguous() and torch_fast.greedy_on_host_fits(head_rows, n, V):
+        # the head's rows are this step's own: sampled in place
+        drawn, drawn_scores = torch_fast.greedy_on_host(head_rows.numpy()[:n], greedy(V), options["score"],
+                                                        options["score_temperature"])
+    else:
+        drawn, drawn_scores = (x[:n].numpy() for x in reference.sample_rows_reference(
+            head_rows, row_ids, st.rng, L, row_sampler=torch_fast.sample_rows, **options))
     tokens = np.full(N, -1, dtype=np.int64)  # positions past the bucket draw nothing this step (the dump slot)
     scores = np.full(N, -np.inf, dtype=np.float32)
-    tokens[:n], scores[:n] = drawn[:n].numpy(), drawn_scores[:n].numpy()
+    tokens[:n], scores[:n] = drawn, drawn_scores
     return tokens, scores
 
 

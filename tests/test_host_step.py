@@ -59,6 +59,7 @@ def _assert_same(hosted, eager):
 SETTINGS = [
     dict(),
     dict(block_length=4, score_temperature=1.0),
+    dict(block_length=4, score_temperature=0.6),  # greedy tokens, confidence at another temperature
     dict(unmask="margin", temperature=0.8, top_k=5, top_p=0.9, position_temperature=0.5),
     dict(unmask="entropy", temperature=1.2, logits_shift=True, block_length=8),
     dict(unmask="random", temperature=1.0),
@@ -107,7 +108,7 @@ def test_host_step_runs_the_masked_row_head_as_the_denoiser_does(monkeypatch, fr
     model = RobertaForMaskedLM(config).eval()
     prompt = torch.randint(5, 100, (2, 6))
     for settings in (dict(temperature=0.8, top_k=10), dict(threshold=0.05, unmask="margin"),
-                     dict(unmask="random", temperature=1.0)):
+                     dict(unmask="random", temperature=1.0), dict(), dict(score_temperature=0.7, threshold=0.3)):
         sampler = Sampler(model, 4, seed=fresh_seed, steps=6, block_length=6, **settings)
         assert sampler.masked_head
         _assert_same(*_both_paths(monkeypatch, lambda: sampler.generate(prompt, 18)))
