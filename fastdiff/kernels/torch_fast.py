@@ -43,8 +43,9 @@ from fastdiff.kernels.utils import STREAM_SAMPLE
 # a row's largest probability (the last one holds all below)
 _NUCLEUS_CHUNKS, _NUCLEUS_BINS = 2048, 128
 # greedy blocks up to this many logits (reference._CHUNK_ELEMENTS, the rows sampled at once) are sampled
-# from their numpy view (:func:`greedy_on_host`): on 256 x 8,192 logits, 0.58-0.68x softmax().max()
-# against 0.81x with the earlier bound of 65,536 (Intel Xeon, one thread, 2026-12-04)
+# from their numpy view (:func:`greedy_on_host`): on 256 x 8,192 logits, 0.58x softmax().max() against
+# 0.81x with the earlier bound of 65,536, and 0.78x against 1.15x with a score temperature (Intel Xeon,
+# one thread, 2026-12-04: one process, each bound timed in alternation with the yardstick)
 _HOST_GREEDY_ELEMENTS = reference._CHUNK_ELEMENTS
 
 
