@@ -23,7 +23,7 @@ import torch
 from fastdiff.config import SamplerConfig
 from fastdiff.kernels import reference, torch_fast
 from fastdiff.kernels.utils import STREAM_REVEAL, STREAM_SELECT
-from fastdiff.plan import Plan
+from fastdiff.plan import HostSteps, Plan
 from fastdiff.step import Denoiser, StepState, finish_rows_at_eos, raise_if_bad, sedd_move_probability
 
 
@@ -34,37 +34,29 @@ def runs_on_host(config: SamplerConfig, backend: str, device: torch.device, hook
             and not config.edits and config.remask is None and config.factor is None)
 
 
-class _HostPlan:
-    """The plan's steps on the host (the padded capacity included, as the Denoiser clamps to it)."""
-
-    def __init__(self, plan: Plan):
-        host = plan.host
-        self.step_block, self.step_last, self.step_counter = host.step_block, host.step_last, host.step_counter
-        self.target_after, self.block_first_step, self.step_greedy = (host.target_after, host.block_first_step,
-                                                                      host.step_greedy)
-        self.block_span = plan.block_spans
-
-    def next_work(self, step: int, work: np.ndarray):
-        """The step to run from plan step ``step`` on and the masked positions it fills: ``step``, while
-        its block has a position to fill (``work``: bool ``[B, L]``), else the first step of the next
-        block that has one. Returns ``(step, rows, columns)`` (int64 numpy ``[N]``, rows ascending), or
-        ``(None, None, None)`` when no block has work."""
-        step = min(step, len(self.step_block) - 1)
-        block = self.step_block[step]
-        for later in range(block, len(self.block_span)):
-            start, end = self.block_span[later]
-            rows, columns = work[:, start:end].nonzero()
-            if len(rows):
-                columns += start
-                return (step if later == block else self.block_first_step[later]), rows, columns
-        return None, None, None
+def _next_work(plan: Plan, step: int, work: np.ndarray):
+    """The step to run from plan step ``step`` on and the masked positions it fills: ``step``, while
+    its block has a position to fill (``work``: bool ``[B, L]``), else the first step of the next
+    block that has one (the padded capacity counts, as the Denoiser clamps to it). Returns ``(step,
+    rows, columns)`` (int64 numpy ``[N]``, rows ascending), or ``(None, None, None)`` when no block has
+    work."""
+    host = plan.host
+    step = min(step, len(host.step_block) - 1)
+    block = host.step_block[step]
+    for later in range(block, len(plan.block_spans)):
+        start, end = plan.block_spans[later]
+        rows, columns = work[:, start:end].nonzero()
+        if len(rows):
+            columns += start
+            return (step if later == block else host.block_first_step[later]), rows, columns
+    return None, None, None
 
 
 def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Optional[int]], *, keep_history: bool,
                 progress: Optional[Callable[[int, int], None]]) -> Optional[List[torch.Tensor]]:
     """:func:`fastdiff.step.run_eagerly` for a call :func:`runs_on_host` accepts, on CPU state tensors;
     returns the canvas history (``None`` unless ``keep_history``)."""
-    host = _HostPlan(plan)
+    host = plan.host  # the plan's steps as host lists
     canvas, confidence, editable, done = st.canvas.numpy(), st.confidence.numpy(), st.editable.numpy(), st.done.numpy()
     L = canvas.shape[1]
     flat_canvas, flat_confidence = canvas.reshape(-1), confidence.reshape(-1)  # views: the state tensors are contiguous
@@ -74,7 +66,7 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
     options = _host_scalars(denoise.sample_options(st))  # read once: the step's tensors stay as they are
     temperature = options["temperature"]
     # plain greedy steps of small fp32 blocks go straight to numpy; the suppressed ids checked once per vocabulary
-    plain_greedy = torch_fast.unfiltered(options["top_k"], options["top_p"])
+    plain_greedy = options["top_k"] is None and options["top_p"] is None
     suppressed = functools.lru_cache(maxsize=None)(lambda V: torch_fast.suppressed_columns(options["suppress_ids"], V))
     ranking = _Ranking(denoise, st)
     open_slots = editable & (canvas == denoise.mask_token_id)  # updated as tokens are committed
@@ -85,7 +77,7 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
     with torch.inference_mode():
         for call in range(plan.num_steps):
             work = open_slots & ~done[:, None] if st.eos_ids is not None else open_slots
-            step, rows, columns = host.next_work(step, work)
+            step, rows, columns = _next_work(plan, step, work)
             if step is None:
                 break
             positions = rows * L + columns  # flat positions of the [B, L] canvas
@@ -132,7 +124,7 @@ def run_on_host(denoise: Denoiser, st: StepState, plan: Plan, buckets: List[Opti
     return history
 
 
-def _choose_then_draw(denoise: Denoiser, st: StepState, host: _HostPlan, ranking: "_Ranking", plan: Plan, step: int,
+def _choose_then_draw(denoise: Denoiser, st: StepState, host: HostSteps, ranking: "_Ranking", plan: Plan, step: int,
                       rows: np.ndarray, columns: np.ndarray, call: int, options: dict):
     """For the rules whose choice of positions ignores the tokens (:func:`_chooses_first`): the whole
     model at the positions ``(rows, columns)`` (int64 numpy ``[N]``, rows ascending), the indices of the
@@ -184,11 +176,11 @@ def _sample(denoise: Denoiser, st: StepState, rows: np.ndarray, columns: np.ndar
     N, L = len(rows), st.canvas.shape[1]
     if bucket is None:
         logits, shift = denoise.full_logits(st, call)
-        V = logits.shape[2]
-        if greedy is not None and logits.is_contiguous() and torch_fast.greedy_on_host_fits(logits, N, V):
+        if greedy is not None:  # the rows gathered: a copy
             sources = reference.source_rows(rows, columns, L, shift) if shift else positions
-            return torch_fast.greedy_on_host(logits.numpy().reshape(-1, V)[sources], greedy(V), options["score"],
-                                             options["score_temperature"])
+            drawn = _greedy_rows(greedy, logits, sources, N, options)
+            if drawn is not None:
+                return drawn
         tokens, scores = reference.sample_positions(logits, torch.from_numpy(rows), torch.from_numpy(columns), st.rng,
                                                     logits_shift=shift, row_sampler=torch_fast.sample_rows, **options)
         return tokens.numpy(), scores.numpy()
@@ -196,18 +188,28 @@ def _sample(denoise: Denoiser, st: StepState, rows: np.ndarray, columns: np.ndar
     row_ids = torch.full((bucket,), -1, dtype=torch.int64)
     row_ids[:n] = torch.from_numpy(positions[:n])
     head_rows = denoise.row_logits(st, row_ids)
-    V = head_rows.shape[1]
-    if greedy is not None and head_rows.is_contiguous() and torch_fast.greedy_on_host_fits(head_rows, n, V):
-        # the head's rows are this step's own: sampled in place
-        drawn, drawn_scores = torch_fast.greedy_on_host(head_rows.numpy()[:n], greedy(V), options["score"],
-                                                        options["score_temperature"])
-    else:
-        drawn, drawn_scores = (x[:n].numpy() for x in reference.sample_rows_reference(
+    # the head's rows are this step's own: greedy samples them in place
+    drawn = _greedy_rows(greedy, head_rows, slice(0, n), n, options) if greedy is not None else None
+    if drawn is None:
+        drawn = tuple(x[:n].numpy() for x in reference.sample_rows_reference(
             head_rows, row_ids, st.rng, L, row_sampler=torch_fast.sample_rows, **options))
     tokens = np.full(N, -1, dtype=np.int64)  # positions past the bucket draw nothing this step (the dump slot)
     scores = np.full(N, -np.inf, dtype=np.float32)
-    tokens[:n], scores[:n] = drawn, drawn_scores
+    tokens[:n], scores[:n] = drawn
     return tokens, scores
+
+
+def _greedy_rows(greedy: Callable[[int], Optional[np.ndarray]], logits: torch.Tensor, rows, n: int,
+                 options: dict):
+    """Greedy tokens and scores (numpy ``[n]``) of the rows ``rows`` (an index array, or a slice: then
+    sampled in place) of the logits ``[..., V]`` read as ``[R, V]``, by :func:`torch_fast.greedy_on_host`
+    (``greedy``: as :func:`_sample` has it); ``None`` where it does not take them: logits not contiguous
+    fp32 on the CPU, or too many."""
+    V = logits.shape[-1]
+    if not logits.is_contiguous() or not torch_fast.greedy_on_host_fits(logits, n, V):
+        return None
+    return torch_fast.greedy_on_host(logits.numpy().reshape(-1, V)[rows], greedy(V), options["score"],
+                                     options["score_temperature"])
 
 
 def _host_scalars(options: dict) -> dict:

@@ -71,12 +71,12 @@ def new_state(config: SamplerConfig, runner: ModelRunner, mask_token_id: int, ca
         "remask_temperature": config.remask_temperature,
         "cfg_scale": config.cfg_scale,
         "edit_threshold": config.edit_threshold or 1.0,
-        "token_temperature": config.temperature,  # the state's, not a param: the steps write it
     }
-    # one tensor made, its elements as the 0-d params (graphs clone each into its own static buffer)
-    values = torch.tensor(list(fp32_params.values()), dtype=torch.float32, device=device)
-    params = dict(zip(fp32_params, values.unbind()))
-    token_temperature = params.pop("token_temperature")
+    # one tensor made, its elements as the 0-d params and the state's token temperature (which the steps
+    # write; graphs clone each into its own static buffer)
+    *values, token_temperature = torch.tensor([*fp32_params.values(), config.temperature], dtype=torch.float32,
+                                              device=device).unbind()
+    params = dict(zip(fp32_params, values))
     params["top_k"] = scalar(config.top_k or 1, torch.int32)
     # the int64 counters, likewise the elements of one tensor
     step, nfe, bad_step, edit_block, max_edit_steps = torch.tensor(

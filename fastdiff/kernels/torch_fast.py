@@ -100,11 +100,6 @@ def sample_rows(z, address, rng_state, temperature, top_k, top_p, score, suppres
     return tokens, scores
 
 
-def unfiltered(top_k, top_p) -> bool:
-    """Whether these options (host numbers or ``None``) leave a greedy draw plain: no top-k / top-p."""
-    return top_k is None and top_p is None
-
-
 def suppressed_columns(suppress_ids, V: int) -> Optional[np.ndarray]:
     """The suppressed ids inside ``[0, V)`` as int64 numpy, as :func:`greedy_on_host` takes them."""
     ids = _suppressed_columns(suppress_ids, V, "cpu")
